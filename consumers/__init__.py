@@ -1,0 +1,1 @@
+"""Plain consumers: tail, replay, DLQ inspection and lag reports."""

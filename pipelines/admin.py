@@ -1,0 +1,187 @@
+"""Cluster and topic administration through the Kafka admin API.
+
+`ensure_topics` is how pipeline topics come to exist: created from the catalog with the
+right partition count before any worker starts (Faust refuses tables whose changelog and
+source disagree), and verified, never altered, when they already exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.cimpl import NewTopic
+
+from pipelines.catalog import CATALOG, TopicSpec, replication_for
+from pipelines.errors import BrokerUnavailable, TopicError
+from pipelines.settings import Settings
+
+# Admin probes of a broker that may be down would log a connection error per retry.
+_quiet = logging.getLogger("sluice.kafka.admin")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the cluster says about itself."""
+
+    cluster_id: str | None
+    controller_id: int | None
+    brokers: tuple[tuple[int, str], ...]
+    topic_count: int
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """A topic as it exists on the cluster."""
+
+    name: str
+    partitions: int
+    replication: int
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    """What `ensure_topics` did, per topic."""
+
+    created: tuple[str, ...]
+    existing: tuple[str, ...]
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    """An admin client whose connection noise goes to a silent logger, not stderr."""
+    return AdminClient(settings.confluent(logger=_quiet))
+
+
+def describe_cluster(settings: Settings, timeout: float | None = None) -> ClusterInfo:
+    """Brokers, controller and topic count; BrokerUnavailable if nobody answers."""
+    timeout = timeout if timeout is not None else settings.request_timeout_s
+    admin = admin_client(settings)
+    try:
+        desc = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
+        metadata = admin.list_topics(timeout=timeout)
+    except (KafkaException, TimeoutError) as exc:
+        raise _unavailable(settings, exc) from None
+    brokers = tuple(sorted((n.id, f"{n.host}:{n.port}") for n in desc.nodes))
+    controller = desc.controller.id if desc.controller is not None else None
+    topics = [t for t in metadata.topics if not t.startswith("__")]
+    return ClusterInfo(desc.cluster_id, controller, brokers, len(topics))
+
+
+def list_topics(settings: Settings) -> dict[str, TopicState]:
+    """Every topic on the cluster (internal ones excluded) with its shape."""
+    try:
+        metadata = admin_client(settings).list_topics(timeout=settings.request_timeout_s)
+    except KafkaException as exc:
+        raise _unavailable(settings, exc) from None
+    states: dict[str, TopicState] = {}
+    for name, topic in metadata.topics.items():
+        if name.startswith("__") or topic.error is not None:
+            continue
+        replicas = max((len(p.replicas) for p in topic.partitions.values()), default=0)
+        states[name] = TopicState(name, len(topic.partitions), replicas)
+    return states
+
+
+def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = CATALOG, *, broker_count: int | None = None
+) -> EnsureResult:
+    """Create missing catalog topics; verify existing ones and refuse mismatches.
+
+    A topic that exists with another partition count is reported as a TopicError and
+    left alone: changing it would move keys between partitions under running consumers.
+    """
+    specs = list(specs)
+    if broker_count is None:
+        broker_count = len(describe_cluster(settings).brokers)
+    replication = replication_for(broker_count)
+    existing = list_topics(settings)
+    _check_existing(settings, specs, existing)
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        _create(settings, missing, replication)
+    return EnsureResult(
+        created=tuple(s.name for s in missing),
+        existing=tuple(s.name for s in specs if s.name in existing),
+    )
+
+
+def _check_existing(
+    settings: Settings, specs: list[TopicSpec], existing: dict[str, TopicState]
+) -> None:
+    problems = []
+    for spec in specs:
+        state = existing.get(spec.name)
+        wanted = spec.partition_count(settings.partitions)
+        if state is not None and state.partitions != wanted:
+            problems.append(f"{spec.name} has {state.partitions} partitions, catalog says {wanted}")
+    if problems:
+        raise TopicError(
+            "existing topics do not match the catalog (left unchanged): " + "; ".join(problems)
+        )
+
+
+def _create(settings: Settings, specs: list[TopicSpec], replication: int) -> None:
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partition_count(settings.partitions),
+            replication_factor=replication,
+            config=s.config(replication),
+        )
+        for s in specs
+    ]
+    client = admin_client(settings)  # must outlive its futures
+    futures = client.create_topics(new, request_timeout=settings.request_timeout_s)
+    errors = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=settings.request_timeout_s + 5)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            errors.append(f"{name}: {_reason(exc)}")
+    if errors:
+        raise TopicError("could not create topics: " + "; ".join(errors))
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """The broker's effective configuration of one topic."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    client = admin_client(settings)
+    futures = client.describe_configs([resource])
+    entries = futures[resource].result(timeout=settings.request_timeout_s)
+    return {key: entry.value for key, entry in entries.items()}
+
+
+def delete_topics(settings: Settings, names: Iterable[str]) -> None:
+    """Delete topics, ignoring ones already gone (used by tests and `--purge`)."""
+    names = list(names)
+    if not names:
+        return
+    client = admin_client(settings)
+    for future in client.delete_topics(names).values():
+        try:
+            future.result(timeout=settings.request_timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                raise TopicError(f"could not delete topic: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else exc
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"no Kafka broker answered at {settings.bootstrap_servers} ({_reason(exc)}); "
+        "start one with `sluice kafka up` or set KAFKA_BOOTSTRAP_SERVERS"
+    )

@@ -1,0 +1,165 @@
+"""The topic catalog: every pipeline topic, declared once.
+
+Topic creation, Faust topic declarations, the docs and the tests all read this list, so
+a topic's partition count, key and schema cannot drift between the code that writes it
+and the code that reads it. Topics whose records meet in one table share a key and a
+partition count (co-partitioning); the catalog gives every pipeline topic the same
+count for that reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DAY_MS = 24 * 3600 * 1000
+
+CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic's contract: what it is keyed by, what it carries, how long it lives."""
+
+    name: str
+    key: str
+    value_schema: str | None
+    doc: str
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: CleanupPolicy = "delete"
+    partitions: int | None = None  # None: the cluster-wide pipeline partition count
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def partition_count(self, default: int) -> int:
+        """This topic's partition count under the given pipeline default."""
+        return self.partitions if self.partitions is not None else default
+
+    def config(self, replication: int) -> dict[str, str]:
+        """Topic-level broker configuration for a cluster of the given replication."""
+        conf = {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(min_insync_replicas(replication)),
+        }
+        conf.update(self.extra_config)
+        return conf
+
+
+def replication_for(broker_count: int) -> int:
+    """Replication factor for a cluster: every broker up to three copies."""
+    return max(1, min(3, broker_count))
+
+
+def min_insync_replicas(replication: int) -> int:
+    """Two in-sync copies where there are three, so one broker may die without data loss."""
+    return 2 if replication >= 3 else 1
+
+
+NS = "sluice"
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        "orders.placed",
+        "order_id",
+        f"{NS}.orders.OrderPlaced",
+        "Orders accepted by the intake API or a producer script.",
+    ),
+    TopicSpec(
+        "orders.confirmed",
+        "order_id",
+        f"{NS}.orders.OrderConfirmed",
+        "Orders that reserved stock and were paid: one per order.",
+    ),
+    TopicSpec(
+        "orders.rejected",
+        "order_id",
+        f"{NS}.orders.OrderRejected",
+        "Orders that ended without confirmation, with the reason: one per order.",
+    ),
+    TopicSpec(
+        "orders.status",
+        "order_id",
+        f"{NS}.orders.OrderStatus",
+        "Latest status per order for the intake API; compacted.",
+        cleanup_policy="compact",
+    ),
+    TopicSpec(
+        "orders.dlq",
+        "order_id",
+        None,
+        "Records the orders stage could not decode or process, with the reason in headers.",
+        retention_ms=30 * DAY_MS,
+    ),
+    TopicSpec(
+        "inventory.reservations",
+        "sku",
+        f"{NS}.inventory.ReservationRequested",
+        "Per-line stock reservations and releases, repartitioned by SKU.",
+    ),
+    TopicSpec(
+        "inventory.results",
+        "order_id",
+        f"{NS}.inventory.ReservationResult",
+        "Outcome of each line's reservation, keyed back by order id.",
+    ),
+    TopicSpec(
+        "notifications.email",
+        "notification_id",
+        f"{NS}.notifications.NotificationRequested",
+        "Email notifications to send.",
+    ),
+    TopicSpec(
+        "notifications.sms",
+        "notification_id",
+        f"{NS}.notifications.NotificationRequested",
+        "SMS notifications to send.",
+    ),
+    TopicSpec(
+        "notifications.push",
+        "notification_id",
+        f"{NS}.notifications.NotificationRequested",
+        "Push notifications to send.",
+    ),
+    TopicSpec(
+        "notifications.retry",
+        "notification_id",
+        f"{NS}.notifications.NotificationRequested",
+        "Failed sends waiting for their not-before time (delay topic).",
+    ),
+    TopicSpec(
+        "notifications.results",
+        "notification_id",
+        f"{NS}.notifications.NotificationResult",
+        "One final result per notification: delivered or dead-lettered.",
+    ),
+    TopicSpec(
+        "notifications.dlq",
+        "notification_id",
+        None,
+        "Notifications that exhausted their retries or could not be decoded.",
+        retention_ms=30 * DAY_MS,
+    ),
+    TopicSpec(
+        "analytics.windows",
+        "window_key",
+        f"{NS}.analytics.WindowAggregate",
+        "Closed event-time windows; compacted so the latest per window is kept.",
+        cleanup_policy="compact",
+    ),
+)
+
+
+def by_name() -> dict[str, TopicSpec]:
+    """The catalog indexed by topic name."""
+    return {spec.name: spec for spec in CATALOG}
+
+
+def get(name: str) -> TopicSpec:
+    """One topic's spec; a clear error for a name the catalog does not know."""
+    from pipelines.errors import TopicError
+
+    try:
+        return by_name()[name]
+    except KeyError:
+        known = ", ".join(sorted(by_name()))
+        raise TopicError(f"unknown topic {name!r}; the catalog has: {known}") from None

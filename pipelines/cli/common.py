@@ -1,0 +1,87 @@
+"""Pieces every subcommand shares: consoles, the Kafka connection options, settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from pipelines.settings import Settings
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail_line(message: str) -> None:
+    """Print an error as one `error: ...` line on stderr, never interpreting markup in it."""
+    err_console.print(Text.assemble(("error: ", "bold red"), message))
+
+
+def note(message: str) -> None:
+    """Progress for humans on stderr, so stdout stays clean for `--json` and pipes."""
+    err_console.print(Text(message, style="dim"))
+
+
+def configure_logging(verbose: int) -> None:
+    """Warnings and errors by default (librdkafka's transient retries stay quiet), more with -v."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sluice.kafka").setLevel(logging.ERROR if verbose == 0 else level)
+
+
+def bootstrap_option(func: F) -> F:
+    """`--bootstrap-servers`, falling back to KAFKA_BOOTSTRAP_SERVERS, shown in --help."""
+    return click.option(
+        "--bootstrap-servers",
+        "-b",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        show_envvar=True,
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="Kafka brokers to talk to.  [default: 127.0.0.1:9092]",
+    )(func)
+
+
+def data_dir_option(func: F) -> F:
+    """`--data-dir` for the local broker's files."""
+    return click.option(
+        "--data-dir",
+        envvar="SLUICE_KAFKA_DIR",
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the local broker keeps data and logs.  [default: ~/.local/share/sluice/kafka]",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """`--json` for output meant for another program."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+
+
+def make_settings(bootstrap_servers: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with flags given on the command line taking priority."""
+    if bootstrap_servers:
+        overrides["bootstrap_servers"] = bootstrap_servers
+    return Settings(**overrides)
+
+
+def kafka_root(settings: Settings, data_dir: Path | None) -> Path:
+    """The local cluster's directory: `--data-dir`, else `<data dir>/kafka`."""
+    return data_dir if data_dir is not None else settings.data_dir / "kafka"
+
+
+def print_json(payload: Any) -> None:
+    """JSON on stdout, one document, for pipes."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

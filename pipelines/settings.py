@@ -1,0 +1,141 @@
+"""One frozen settings model for every client, command and deployment.
+
+CLI flags, environment variables, compose files and Kubernetes manifests all feed this
+model, and the converters at the bottom are the only place that turn it into
+librdkafka, aiokafka or Faust configuration. Keeping one translation point is what
+keeps security settings, timeouts and bootstrap servers consistent across producers,
+Faust workers and admin tools.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+#: librdkafka's own log lines go here (not straight to stderr), so the CLI decides what shows.
+KAFKA_CLIENT_LOGGER = logging.getLogger("sluice.kafka")
+
+
+def default_data_dir() -> Path:
+    """Where local state (the local broker's data and logs) lives unless told otherwise."""
+    return Path.home() / ".local" / "share" / "sluice"
+
+
+class SecuritySettings(BaseModel):
+    """How clients authenticate to the brokers; secrets stay `SecretStr` end to end."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> SecuritySettings:
+        if self.protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.username and self.password
+        ):
+            msg = f"security protocol {self.protocol} needs a SASL mechanism, username and password"
+            raise ValueError(msg)
+        return self
+
+    def confluent(self) -> dict[str, Any]:
+        """librdkafka properties for this security setup."""
+        conf: dict[str, Any] = {"security.protocol": self.protocol.lower()}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.username
+            conf["sasl.password"] = self.password.get_secret_value() if self.password else None
+        if self.ca_file:
+            conf["ssl.ca.location"] = str(self.ca_file)
+        if self.cert_file and self.key_file:
+            conf["ssl.certificate.location"] = str(self.cert_file)
+            conf["ssl.key.location"] = str(self.key_file)
+        return conf
+
+
+class Settings(BaseSettings):
+    """Everything a Sluice process needs to know, read once from flags and environment.
+
+    Environment variables use the `SLUICE_` prefix, except the two names Kafka users
+    already export: `KAFKA_BOOTSTRAP_SERVERS` and `SCHEMA_REGISTRY_URL`. Nested models use
+    `__`, e.g. `SLUICE_SECURITY__PROTOCOL=SASL_SSL`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    bootstrap_servers: str = Field(
+        DEFAULT_BOOTSTRAP,
+        validation_alias=AliasChoices("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of brokers.",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("schema_registry_url", "SCHEMA_REGISTRY_URL"),
+        description="Use Confluent framing and this registry instead of single-object encoding.",
+    )
+    client_id: str = "sluice"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    partitions: int = Field(6, ge=1, le=1000, description="Partitions of every pipeline topic.")
+    security: SecuritySettings = SecuritySettings()
+    request_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bootstrap_not_empty(self) -> Settings:
+        if not [s for s in self.bootstrap_servers.split(",") if s.strip()]:
+            raise ValueError("bootstrap servers must name at least one host:port")
+        return self
+
+    def confluent(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration (producers, consumers, admin) for these settings."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "logger": KAFKA_CLIENT_LOGGER,
+            **self.security.confluent(),
+        }
+        conf.update(overrides)
+        return conf
+
+    def aiokafka(self, **overrides: Any) -> dict[str, Any]:
+        """aiokafka client keyword arguments for these settings."""
+        conf: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security.protocol,
+        }
+        if self.security.sasl_mechanism:
+            conf["sasl_mechanism"] = self.security.sasl_mechanism
+            conf["sasl_plain_username"] = self.security.username
+            password = self.security.password
+            conf["sasl_plain_password"] = password.get_secret_value() if password else None
+        conf.update(overrides)
+        return conf
+
+    def faust_broker(self) -> str:
+        """The Faust `broker=` URL: one `kafka://host:port` per bootstrap server."""
+        hosts = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+        return ";".join(f"kafka://{h}" for h in hosts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Producer scripts and the HTTP intake: everything that writes events into Sluice."""
