@@ -7,7 +7,9 @@ source disagree), and verified, never altered, when they already exist.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -96,7 +98,7 @@ def ensure_topics(
     A topic that exists with another partition count is reported as a TopicError and
     left alone: changing it would move keys between partitions under running consumers.
     """
-    specs = list(specs)
+    specs = [_physical(settings, s) for s in specs]
     if broker_count is None:
         broker_count = len(describe_cluster(settings).brokers)
     replication = replication_for(broker_count)
@@ -105,10 +107,18 @@ def ensure_topics(
     missing = [s for s in specs if s.name not in existing]
     if missing:
         _create(settings, missing, replication)
+        wait_for_leaders(settings, [s.name for s in missing])
     return EnsureResult(
         created=tuple(s.name for s in missing),
         existing=tuple(s.name for s in specs if s.name in existing),
     )
+
+
+def _physical(settings: Settings, spec: TopicSpec) -> TopicSpec:
+    """The spec under its physical name (the settings' topic prefix applied)."""
+    if not settings.topic_prefix:
+        return spec
+    return dataclasses.replace(spec, name=settings.topic(spec.name))
 
 
 def _check_existing(
@@ -149,6 +159,34 @@ def _create(settings: Settings, specs: list[TopicSpec], replication: int) -> Non
             errors.append(f"{name}: {_reason(exc)}")
     if errors:
         raise TopicError("could not create topics: " + "; ".join(errors))
+
+
+def wait_for_leaders(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
+    """Block until every partition of `names` has a leader, so the next client call works.
+
+    A freshly created topic exists before its partitions have leaders everywhere; clients
+    that ask too early get NOT_LEADER errors they would otherwise have to retry.
+    """
+    client = admin_client(settings)
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        metadata = client.list_topics(timeout=settings.request_timeout_s)
+        for name in list(pending):
+            topic = metadata.topics.get(name)
+            if (
+                topic is not None
+                and topic.error is None
+                and topic.partitions
+                and all(p.leader >= 0 for p in topic.partitions.values())
+            ):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        raise TopicError(
+            f"topics without partition leaders after {timeout:.0f}s: {sorted(pending)}"
+        )
 
 
 def topic_config(settings: Settings, name: str) -> dict[str, str]:

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     client_id: str = "sluice"
     data_dir: Path = Field(default_factory=default_data_dir)
     partitions: int = Field(6, ge=1, le=1000, description="Partitions of every pipeline topic.")
+    topic_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prepended to every topic and group name: several pipelines on one cluster.",
+    )
     security: SecuritySettings = SecuritySettings()
     request_timeout_s: float = Field(10.0, gt=0)
 
@@ -102,6 +107,30 @@ class Settings(BaseSettings):
         if not [s for s in self.bootstrap_servers.split(",") if s.strip()]:
             raise ValueError("bootstrap servers must name at least one host:port")
         return self
+
+    def topic(self, name: str) -> str:
+        """The physical name of catalog topic `name` (with the configured prefix)."""
+        return self.topic_prefix + name
+
+    def logical_topic(self, physical: str) -> str:
+        """The catalog name of a physical topic (the prefix removed)."""
+        if self.topic_prefix and physical.startswith(self.topic_prefix):
+            return physical[len(self.topic_prefix) :]
+        return physical
+
+    def group(self, name: str) -> str:
+        """The physical name of a consumer group or Faust app id."""
+        return self.topic_prefix + name
+
+    def confluent_producer(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka producer configuration: idempotent, acks=all, Java-compatible partitioning.
+
+        `murmur2_random` is the partitioner Java clients, aiokafka and Faust use; librdkafka's
+        default hashes differently, which would put a key in another partition than the one
+        Faust expects for a co-partitioned table.
+        """
+        conf = {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"}
+        return self.confluent(**{**conf, **overrides})
 
     def confluent(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration (producers, consumers, admin) for these settings."""

@@ -15,8 +15,11 @@ import click
 from pydantic import ValidationError
 
 from pipelines.cli.common import configure_logging, err_console, fail_line
+from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.kafka import kafka
+from pipelines.cli.produce import produce
+from pipelines.cli.schemas import schemas
 from pipelines.cli.topics import topics
 from pipelines.errors import SluiceError
 
@@ -39,6 +42,9 @@ def cli(verbose: int) -> None:
 cli.add_command(kafka)
 cli.add_command(topics)
 cli.add_command(demo)
+cli.add_command(produce)
+cli.add_command(consume)
+cli.add_command(schemas)
 
 
 def main(argv: list[str] | None = None) -> None:

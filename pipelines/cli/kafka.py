@@ -63,6 +63,7 @@ def kafka() -> None:
 )
 @data_dir_option
 def up(
+    *,
     brokers: str | None,
     port: int | None,
     heap_mb: int | None,

@@ -54,10 +54,10 @@ def list_(bootstrap_servers: str | None, as_json: bool) -> None:
     live = admin.list_topics(settings)
     rows = []
     for spec in CATALOG:
-        state = live.get(spec.name)
+        state = live.get(settings.topic(spec.name))
         rows.append(
             {
-                "topic": spec.name,
+                "topic": settings.topic(spec.name),
                 "partitions": state.partitions if state else None,
                 "replication": state.replication if state else None,
                 "key": spec.key,

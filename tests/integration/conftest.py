@@ -29,6 +29,25 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def pipeline_settings(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a private topic prefix and every catalog topic created under it.
+
+    Each test gets its own copy of the pipeline's topics (and group names), so tests never
+    see each other's records even though the stages use the catalog's fixed names.
+    """
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap,
+        data_dir=tmp_path / "sluice",
+        topic_prefix=prefix,
+        partitions=3,
+    )
+    created = admin.ensure_topics(settings).created
+    yield settings
+    admin.delete_topics(settings, created)
+
+
+@pytest.fixture
 def topic_factory(settings: Settings) -> Iterator[Callable[..., str]]:
     """Create uniquely named topics for one test; delete them afterwards."""
     created: list[str] = []

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import run
+from pipelines.compat import check_store
+from pipelines.schemas import SchemaStore, default_store, schemas_dir
+
+
+def test_the_repository_schemas_evolve_fully_compatibly() -> None:
+    results = check_store(default_store())
+    assert results, "at least one evolution step (OrderPlaced v1 -> v2) is checked"
+    assert [r for r in results if r.problems] == []
+
+
+def _evolve(tmp_path: Path, change: object) -> Path:
+    v1 = json.loads((schemas_dir() / "OrderPlaced.v1.avsc").read_text())
+    if change is _enum_without_default:  # the old reader must lack an enum default too
+        channel = next(f for f in v1["fields"] if f["name"] == "channel")
+        del channel["type"]["default"]
+    v2 = json.loads(json.dumps(v1))
+    change(v2)  # type: ignore[operator]
+    (tmp_path / "OrderPlaced.v1.avsc").write_text(json.dumps(v1))
+    (tmp_path / "OrderPlaced.v2.avsc").write_text(json.dumps(v2))
+    return tmp_path
+
+
+def _drop_currency(s: dict) -> None:
+    s["fields"] = [f for f in s["fields"] if f["name"] != "currency"]
+
+
+def _new_required_field(s: dict) -> None:
+    s["fields"].append({"name": "coupon", "type": "string", "doc": "no default"})
+
+
+def _retype_total(s: dict) -> None:
+    next(f for f in s["fields"] if f["name"] == "total_cents")["type"] = "string"
+
+
+def _enum_without_default(s: dict) -> None:
+    channel = next(f for f in s["fields"] if f["name"] == "channel")
+    channel["type"]["symbols"] = [*channel["type"]["symbols"], "KIOSK"]
+
+
+@pytest.mark.parametrize(
+    ("change", "direction", "field"),
+    [
+        (_drop_currency, "forward", "currency"),
+        (_new_required_field, "backward", "coupon"),
+        (_retype_total, "backward", "total_cents"),
+        (_enum_without_default, "forward", "channel"),
+    ],
+)
+def test_each_incompatible_change_is_caught_with_the_field(
+    tmp_path: Path, change: object, direction: str, field: str
+) -> None:
+    results = check_store(SchemaStore.load(_evolve(tmp_path, change)))
+    problems = [p for r in results for p in r.problems]
+    assert any(p.direction == direction and field in str(p) for p in problems), problems
+
+
+def test_cli_check_passes_on_the_repo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["schemas", "check"]) == 0
+    assert "OrderPlaced v1 -> v2 (FULL)" in capsys.readouterr().out
+
+
+def test_cli_check_fails_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _evolve(tmp_path, _new_required_field)
+    assert run(["schemas", "check", "--schemas-dir", str(directory)]) == 1
+    err = capsys.readouterr().err
+    assert "not backward compatible" in err
+    assert "coupon" in err
