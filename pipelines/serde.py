@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import fastavro
 
+from pipelines.avrogen import Encoder, compile_encoder
 from pipelines.errors import RecordError, RecordRef, SluiceError
 from pipelines.schemas import SchemaStore, SchemaVersion, default_store, strip_logical_types
 from pipelines.settings import Settings
@@ -62,17 +63,21 @@ class SingleObjectSerde:
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.store = store or default_store()
-        self._buffer = io.BytesIO()
+        self._encoders: dict[str, tuple[SchemaVersion, Encoder]] = {}
 
     def encode(self, name: str, record: Mapping[str, Any], *, topic: str | None = None) -> bytes:
-        schema = self.store.latest(name)
-        buf = self._buffer
-        buf.seek(0)
-        buf.truncate()
-        buf.write(MAGIC)
-        buf.write(schema.fingerprint)
-        _write_body(buf, schema, record)
-        return buf.getvalue()
+        entry = self._encoders.get(name)
+        if entry is None:
+            schema = self.store.latest(name)
+            entry = (
+                schema,
+                compile_encoder(strip_logical_types(schema.raw), MAGIC + schema.fingerprint),
+            )
+            self._encoders[name] = entry
+        try:
+            return entry[1](record)
+        except Exception as exc:  # any mismatch between record and schema surfaces here
+            raise encode_error(entry[0], record, exc) from None
 
     def decode(
         self, data: bytes, reader: str | None = None, *, source: RecordRef | None = None
@@ -111,15 +116,11 @@ class SingleObjectSerde:
             raise DecodeError(str(exc), source) from None
 
 
-def _write_body(buf: io.BytesIO, schema: SchemaVersion, record: Mapping[str, Any]) -> None:
-    try:
-        fastavro.schemaless_writer(buf, schema.parsed, record)
-    except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/AttributeError
-        problems = validate_value(schema.raw, record)
-        detail = "; ".join(problems[:5]) if problems else f"{type(exc).__name__}: {exc}"
-        raise EncodeError(
-            f"record does not fit {schema.name} v{schema.version}: {detail}"
-        ) from None
+def encode_error(schema: SchemaVersion, record: Mapping[str, Any], exc: Exception) -> EncodeError:
+    """A readable EncodeError: the validator's field-level problems, else the raw cause."""
+    problems = validate_value(schema.raw, record)
+    detail = "; ".join(problems[:5]) if problems else f"{type(exc).__name__}: {exc}"
+    return EncodeError(f"record does not fit {schema.name} v{schema.version}: {detail}")
 
 
 def read_body(
@@ -160,20 +161,22 @@ class ConfluentSerde:
 
         self.store = store or default_store()
         self.client = SchemaRegistryClient.new_client({"url": url})
-        self._ids: dict[tuple[str, str], int] = {}
+        self._encoders: dict[tuple[str, str], Encoder] = {}
         self._writers: dict[int, SchemaVersion] = {}
         self._local = SingleObjectSerde(self.store)
 
     def encode(self, name: str, record: Mapping[str, Any], *, topic: str | None = None) -> bytes:
         schema = self.store.latest(name)
         subject = f"{topic}-value" if topic else name
-        schema_id = self._ids.get((subject, name))
-        if schema_id is None:
-            schema_id = self._register(subject, schema)
-        buf = io.BytesIO()
-        buf.write(b"\x00" + struct.pack(">I", schema_id))
-        _write_body(buf, schema, record)
-        return buf.getvalue()
+        encoder = self._encoders.get((subject, name))
+        if encoder is None:
+            header = b"\x00" + struct.pack(">I", self._register(subject, schema))
+            encoder = compile_encoder(strip_logical_types(schema.raw), header)
+            self._encoders[(subject, name)] = encoder
+        try:
+            return encoder(record)
+        except Exception as exc:  # any mismatch between record and schema surfaces here
+            raise encode_error(schema, record, exc) from None
 
     def decode(
         self, data: bytes, reader: str | None = None, *, source: RecordRef | None = None
@@ -200,7 +203,6 @@ class ConfluentSerde:
             raise EncodeError(
                 f"schema registry refused {schema.name} under {subject}: {exc}"
             ) from None
-        self._ids[(subject, schema.name)] = schema_id
         return schema_id
 
     def _writer(self, schema_id: int, source: RecordRef | None) -> SchemaVersion:
