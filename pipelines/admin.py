@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
-from pipelines.catalog import CATALOG, TopicSpec, replication_for
+from pipelines.catalog import TopicSpec, all_specs, replication_for
 from pipelines.errors import BrokerUnavailable, TopicError
 from pipelines.settings import Settings
 
@@ -91,14 +91,14 @@ def list_topics(settings: Settings) -> dict[str, TopicState]:
 
 
 def ensure_topics(
-    settings: Settings, specs: Iterable[TopicSpec] = CATALOG, *, broker_count: int | None = None
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, broker_count: int | None = None
 ) -> EnsureResult:
     """Create missing catalog topics; verify existing ones and refuse mismatches.
 
     A topic that exists with another partition count is reported as a TopicError and
     left alone: changing it would move keys between partitions under running consumers.
     """
-    specs = [_physical(settings, s) for s in specs]
+    specs = [_physical(settings, s) for s in (all_specs() if specs is None else specs)]
     if broker_count is None:
         broker_count = len(describe_cluster(settings).brokers)
     replication = replication_for(broker_count)

@@ -149,6 +149,51 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 
+#: Faust app ids (before the settings' prefix) of the stages, one consumer group each.
+APP_IDS = {
+    "orders": "sluice-orders",
+    "notifications": "sluice-notifications",
+    "analytics": "sluice-analytics",
+}
+
+
+def _changelog(app: str, table: str, doc: str) -> TopicSpec:
+    return TopicSpec(
+        f"{APP_IDS[app]}-{table}-changelog",
+        "table key",
+        None,
+        doc,
+        cleanup_policy="compact",
+        retention_ms=-1,
+    )
+
+
+def _leader(app: str) -> TopicSpec:
+    return TopicSpec(
+        f"{APP_IDS[app]}-__assignor-__leader",
+        "none",
+        None,
+        "Faust's leader election topic for the app.",
+        partitions=1,
+    )
+
+
+#: Topics Faust needs for each stage's tables, created with the rest so that a worker never
+#: auto-creates one with the wrong partition count.
+INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
+    "orders": (
+        _changelog("orders", "orders", "Saga state per order (the orders app's table)."),
+        _changelog("orders", "inventory", "Stock per SKU and stock decisions per request."),
+        _leader("orders"),
+    ),
+}
+
+
+def all_specs() -> tuple[TopicSpec, ...]:
+    """The pipeline topics and every stage's internal topics."""
+    return CATALOG + tuple(spec for specs in INTERNAL.values() for spec in specs)
+
+
 def by_name() -> dict[str, TopicSpec]:
     """The catalog indexed by topic name."""
     return {spec.name: spec for spec in CATALOG}

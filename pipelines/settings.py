@@ -65,6 +65,22 @@ class SecuritySettings(BaseModel):
         return conf
 
 
+class OrdersSettings(BaseModel):
+    """The order stage's business knobs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decline_rate: float = Field(
+        0.03, ge=0.0, le=1.0, description="Share of orders the issuer declines."
+    )
+    request_retention_s: int = Field(
+        900,
+        ge=60,
+        description="How long stock decisions are kept to recognise re-sent requests; "
+        "a worker down longer than this may apply a re-sent request twice.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a Sluice process needs to know, read once from flags and environment.
 
@@ -101,6 +117,13 @@ class Settings(BaseSettings):
     )
     security: SecuritySettings = SecuritySettings()
     request_timeout_s: float = Field(10.0, gt=0)
+    store: Literal["rocksdb://", "memory://"] = Field(
+        "rocksdb://", description="Faust table store: RocksDB (rocksdict) on disk, or memory."
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often stages commit offsets (the replay window)."
+    )
+    orders: OrdersSettings = OrdersSettings()
 
     @model_validator(mode="after")
     def _bootstrap_not_empty(self) -> Settings:

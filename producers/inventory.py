@@ -35,9 +35,13 @@ def restock_request(sku: str, quantity: int, batch: str, now_ms: int) -> dict[st
 
 
 def seed_inventory(
-    settings: Settings, skus: int, batch: str = "initial", reporter: Reporter | None = None
+    settings: Settings,
+    skus: int,
+    batch: str = "initial",
+    reporter: Reporter | None = None,
+    scale: int = 1,
 ) -> SendStats:
-    """Send the starting stock (`domain.initial_stock`) of the first `skus` SKUs."""
+    """Send the starting stock (`domain.initial_stock` times `scale`) of the first `skus` SKUs."""
     require_topics(settings, TOPIC)
     schema = topic_spec(TOPIC).value_schema
     assert schema is not None
@@ -48,7 +52,7 @@ def seed_inventory(
     try:
         for index in range(skus):
             sku = domain.sku_code(index)
-            record = restock_request(sku, domain.initial_stock(sku), batch, now_ms)
+            record = restock_request(sku, domain.initial_stock(sku) * scale, batch, now_ms)
             sender.send(topic, sku.encode(), serde.encode(schema, record, topic=topic))
             if reporter is not None:
                 reporter.advance()

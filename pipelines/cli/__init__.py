@@ -19,8 +19,10 @@ from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.kafka import kafka
 from pipelines.cli.produce import produce
+from pipelines.cli.providers import providers
 from pipelines.cli.schemas import schemas
 from pipelines.cli.topics import topics
+from pipelines.cli.worker import worker
 from pipelines.errors import SluiceError
 
 
@@ -44,7 +46,9 @@ cli.add_command(topics)
 cli.add_command(demo)
 cli.add_command(produce)
 cli.add_command(consume)
+cli.add_command(providers)
 cli.add_command(schemas)
+cli.add_command(worker)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import run
-from pipelines.compat import check_store
+from pipelines.compat import check_store, find_problems
 from pipelines.schemas import SchemaStore, default_store, schemas_dir
 
 
@@ -40,6 +40,12 @@ def _retype_total(s: dict) -> None:
     next(f for f in s["fields"] if f["name"] == "total_cents")["type"] = "string"
 
 
+def _retype_line_price(s: dict) -> None:
+    lines = next(f for f in s["fields"] if f["name"] == "lines")
+    price = next(f for f in lines["type"]["items"]["fields"] if f["name"] == "unit_price_cents")
+    price["type"] = "string"
+
+
 def _enum_without_default(s: dict) -> None:
     channel = next(f for f in s["fields"] if f["name"] == "channel")
     channel["type"]["symbols"] = [*channel["type"]["symbols"], "KIOSK"]
@@ -51,15 +57,33 @@ def _enum_without_default(s: dict) -> None:
         (_drop_currency, "forward", "currency"),
         (_new_required_field, "backward", "coupon"),
         (_retype_total, "backward", "total_cents"),
+        (_retype_total, "forward", "total_cents"),
+        (_retype_line_price, "backward", "lines.unit_price_cents"),
         (_enum_without_default, "forward", "channel"),
     ],
 )
 def test_each_incompatible_change_is_caught_with_the_field(
     tmp_path: Path, change: object, direction: str, field: str
 ) -> None:
-    results = check_store(SchemaStore.load(_evolve(tmp_path, change)))
-    problems = [p for r in results for p in r.problems]
-    assert any(p.direction == direction and field in str(p) for p in problems), problems
+    problems = find_problems(SchemaStore.load(_evolve(tmp_path, change)))
+    found = [p for p in problems if p.direction == direction]
+    assert [p.fields for p in found] == [(field,)], problems
+    assert f"sluice.orders.OrderPlaced v2 is not {direction} compatible with v1" in str(found[0])
+    assert f"at field {field}:" in str(found[0])
+
+
+def test_compatible_changes_pass(tmp_path: Path) -> None:
+    def add_optional(s: dict) -> None:
+        s["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+
+    def add_symbol(s: dict) -> None:  # v1's enum default WEB lets old readers cope
+        channel = next(f for f in s["fields"] if f["name"] == "channel")
+        channel["type"]["symbols"] = [*channel["type"]["symbols"], "KIOSK"]
+
+    for i, change in enumerate((add_optional, add_symbol)):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        assert find_problems(SchemaStore.load(_evolve(directory, change))) == []
 
 
 def test_cli_check_passes_on_the_repo(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,211 @@
+"""The order stage: `faust -A pipelines.orders:app worker` (or `sluice worker orders`).
+
+Two agents, one consumer group (`sluice-orders`):
+
+* `saga` reads orders.placed and inventory.results (both keyed by order id, so one
+  worker owns all of an order's events), keeps each order's saga state in the `orders`
+  table and publishes the outcome;
+* `inventory` reads inventory.reservations (keyed by SKU, so one worker owns a SKU's
+  stock) and keeps stock and per-request decisions in the `inventory` table.
+
+Processing is at-least-once (Faust's exactly_once mode is not used: in faust-streaming
+it binds transactions to output partitions, which breaks for repartitioning topologies
+like this one). Exactly-once *outcomes* come from the tables instead: `confirmed`,
+`rejected` and `status` are tables whose changelog topics are orders.confirmed,
+orders.rejected and orders.status themselves, so writing the outcome and remembering
+that the order has ended are a single record. After a crash the tables are restored
+from those topics, and a replayed event finds its order already ended.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+
+from pipelines.errors import RecordError
+from pipelines.rules import CHANNELS
+from pipelines.serde import serde_for
+from pipelines.settings import get_settings
+from pipelines.stages import saga, stock
+from pipelines.stages.faustapp import (
+    JSON_STATE,
+    RAW,
+    RAW_SCHEMA,
+    StageMetrics,
+    dlq_headers,
+    install_web,
+    make_app,
+    now_ms,
+    record_ref,
+    table,
+)
+
+log = logging.getLogger(__name__)
+
+PLACED = "sluice.orders.OrderPlaced"
+RESULT = "sluice.inventory.ReservationResult"
+REQUEST = "sluice.inventory.ReservationRequested"
+
+settings = get_settings()
+serde = serde_for(settings)
+config = saga.SagaConfig(decline_rate=settings.orders.decline_rate)
+metrics = StageMetrics("orders")
+app = make_app("orders", settings)
+
+
+def _topic(name: str, **kw: Any) -> faust.TopicT:
+    return app.topic(settings.topic(name), partitions=settings.partitions, **RAW, **kw)
+
+
+saga_input = app.topic(settings.topic("orders.placed"), settings.topic("inventory.results"), **RAW)
+reservations = _topic("inventory.reservations")
+results = _topic("inventory.results")
+notifications = {ch: _topic(f"notifications.{ch.lower()}") for ch in CHANNELS}
+dead_letters = _topic("orders.dlq")
+
+orders = table(app, "orders", JSON_STATE)
+inventory = table(app, "inventory", JSON_STATE)
+outcomes = {
+    kind: table(app, kind, RAW_SCHEMA, _topic(f"orders.{kind}"))
+    for kind in ("confirmed", "rejected")
+}
+status = table(app, "status", RAW_SCHEMA, _topic("orders.status"))
+install_web(app, metrics, {"orders": orders, "inventory": inventory, **outcomes})
+
+
+@app.agent(saga_input)
+async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """Validate, reserve, pay and end each order; see `pipelines.stages.saga`."""
+    async for event in stream.events():
+        started = time.perf_counter()
+        logical = settings.logical_topic(event.message.topic)
+        metrics.events_in.labels("orders", logical).inc()
+        effects = await _saga_step(event, logical)
+        if effects is not None:
+            await _publish(event.key, effects)
+        metrics.latency.labels("orders", logical).observe(time.perf_counter() - started)
+        yield None
+
+
+async def _saga_step(event: faust.EventT[bytes], logical: str) -> saga.Effects | None:
+    """Decode and run the saga for one record; poison goes to the DLQ and returns None."""
+    ref = record_ref(event, logical)
+    key = event.key or b""
+    try:
+        is_placed = logical == "orders.placed"
+        record = serde.decode(event.value or b"", PLACED if is_placed else RESULT, source=ref)
+        step = saga.on_placed if is_placed else saga.on_result
+        effects = step(
+            orders.get(key),
+            record,
+            terminal=_ended(key),
+            source=(ref.topic, ref.partition, ref.offset),
+            now_ms=now_ms(),
+            config=config,
+        )
+    except RecordError as exc:
+        await _dead_letter(ref, str(exc))
+        return None
+    except Exception as exc:  # a bug on one record must not stop the partition
+        log.exception("poison record %s[%s]@%s", ref.topic, ref.partition, ref.offset)
+        await _dead_letter(ref, f"{type(exc).__name__}: {exc}")
+        return None
+    if effects.note:
+        log.debug("order %s: %s", key.decode(errors="replace"), effects.note)
+    return effects
+
+
+def _ended(key: bytes) -> bool:
+    return any(key in table for table in outcomes.values())
+
+
+async def _publish(key: bytes | None, effects: saga.Effects) -> None:
+    """Emit side effects, then the state and the outcome (a table write: changelog = topic)."""
+    key = key or b""
+    for request in effects.reservations:
+        await _send(reservations, request["sku"], REQUEST, request)
+    for note in effects.notifications:
+        topic = notifications[note["channel"]]
+        await _send(
+            topic, note["notification_id"], "sluice.notifications.NotificationRequested", note
+        )
+    if effects.state is not None:
+        orders[key] = effects.state
+    if effects.status is not None:
+        status[key] = serde.encode(
+            "sluice.orders.OrderStatus", effects.status, topic=settings.topic("orders.status")
+        )
+    if effects.outcome is not None:
+        kind, record = effects.outcome
+        schema = (
+            "sluice.orders.OrderConfirmed" if kind == "confirmed" else "sluice.orders.OrderRejected"
+        )
+        outcomes[kind][key] = serde.encode(schema, record, topic=settings.topic(f"orders.{kind}"))
+        metrics.events_out.labels("orders", f"orders.{kind}").inc()
+
+
+async def _send(topic: faust.TopicT, key: str, schema: str, record: dict[str, Any]) -> None:
+    await topic.send(
+        key=key.encode(), value=serde.encode(schema, record, topic=topic.get_topic_name())
+    )
+    metrics.events_out.labels("orders", settings.logical_topic(topic.get_topic_name())).inc()
+
+
+async def _dead_letter(ref: Any, error: str) -> None:
+    metrics.dead_letters.labels("orders", error.split(":", 1)[0][:40]).inc()
+    await dead_letters.send(
+        key=ref.key, value=ref.value or b"", headers=dlq_headers(ref, error, "orders")
+    )
+
+
+_pending_prune: dict[int, collections.deque[tuple[int, bytes]]] = collections.defaultdict(
+    collections.deque
+)
+
+
+@app.agent(reservations)
+async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """Apply stock requests once each; see `pipelines.stages.stock`."""
+    async for event in stream.events():
+        started = time.perf_counter()
+        metrics.events_in.labels("orders", "inventory.reservations").inc()
+        ref = record_ref(event, "inventory.reservations")
+        try:
+            request = serde.decode(event.value or b"", REQUEST, source=ref)
+        except RecordError as exc:
+            await _dead_letter(ref, str(exc))
+            yield None
+            continue
+        step = stock.handle(
+            request,
+            inventory.get(stock.stock_key(request["sku"]).encode()),
+            inventory.get(stock.request_key(request).encode()),
+            offset=ref.offset,
+            now_ms=now_ms(),
+        )
+        for table_key, value in step.writes:
+            inventory[table_key.encode()] = value
+            if table_key.startswith("req:") and request["action"] != "RESTOCK":
+                _pending_prune[ref.partition].append((now_ms(), table_key.encode()))
+        _prune(ref.partition)
+        if step.result is not None:
+            await _send(results, step.result["order_id"], RESULT, step.result)
+        metrics.latency.labels("orders", "inventory.reservations").observe(
+            time.perf_counter() - started
+        )
+        yield None
+
+
+def _prune(partition: int, budget: int = 16) -> None:
+    """Forget a few old stock decisions of this partition (they only guard against replays)."""
+    queue = _pending_prune[partition]
+    horizon = now_ms() - settings.orders.request_retention_s * 1000
+    while queue and budget and queue[0][0] < horizon:
+        _at, key = queue.popleft()
+        inventory.pop(key, None)
+        budget -= 1

@@ -1,0 +1,188 @@
+"""What every Sluice Faust app shares: configuration from Settings, raw topics, DLQ, web.
+
+Stages read and write raw bytes and decode with `pipelines.serde` themselves, so that an
+undecodable record is dead-lettered with its reason instead of being logged and skipped
+by a codec. Each app is its own consumer group (its id), keeps its tables under its own
+data directory per worker, and serves `/health` and Prometheus `/metrics` on its web port
+(bound to 127.0.0.1 unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.producer import ProducerBuffer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from pipelines.catalog import APP_IDS
+from pipelines.errors import RecordRef
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+RAW_SCHEMA: faust.Schema[bytes, bytes] = faust.Schema(**RAW)
+JSON_STATE: faust.Schema[bytes, Any] = faust.Schema(
+    key_type=bytes, key_serializer="raw", value_serializer="json"
+)
+DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
+
+
+def web_port(stage: str) -> int:
+    """The web port: SLUICE_WEB_PORT (set by `sluice worker`), else the stage's default."""
+    return int(os.environ.get("SLUICE_WEB_PORT", DEFAULT_WEB_PORTS[stage]))
+
+
+def worker_dir(settings: Settings, app_id: str, port: int) -> Path:
+    """Per-worker table storage: two workers on one host must not share a RocksDB."""
+    name = os.environ.get("SLUICE_WORKER_NAME") or f"{socket.gethostname()}-{port}"
+    return settings.data_dir / "faust" / app_id / name
+
+
+def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
+    """A Faust app for `stage`, configured from `settings` only."""
+    app_id = settings.group(APP_IDS[stage])
+    port = web_port(stage)
+    datadir = worker_dir(settings, app_id, port)
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    # Table writes queue in Faust's producer buffer; at its default of 100 pending records
+    # every busy agent stalls on 0.1 s waits. A larger bound keeps memory bounded still.
+    ProducerBuffer.max_messages = 5000
+    app = faust.App(
+        app_id,
+        broker=settings.faust_broker(),
+        store=settings.store,
+        datadir=str(datadir),
+        web_port=port,
+        web_bind=os.environ.get("SLUICE_WEB_BIND", "127.0.0.1"),
+        web_host="127.0.0.1",
+        topic_partitions=settings.partitions,
+        table_standby_replicas=0,
+        processing_guarantee="at_least_once",
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.005,
+        # A crashed worker's partitions move after the session timeout: Faust's 60 s
+        # default would stall them a minute; 10 s is Kafka's long-time default.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        **extra,
+    )
+    return app
+
+
+def table(
+    app: faust.App, name: str, schema: faust.Schema[Any, Any], changelog: faust.TopicT | None = None
+) -> Any:
+    """A table with an explicit schema, and (optionally) a catalog topic as its changelog."""
+    options = {"driver": "rocksdict"} if app.conf.store.scheme == "rocksdb" else None
+    # key_type and value_type must be given as well as the schema: Faust derives the
+    # serializers of the changelog it creates from them, and would otherwise default the
+    # key to JSON and fail to decode raw keys when restoring the table.
+    return app.Table(
+        name,
+        schema=schema,
+        key_type=schema.key_type,
+        value_type=schema.value_type,
+        changelog_topic=changelog,
+        partitions=app.conf.topic_partitions,
+        options=options,
+    )
+
+
+class StageMetrics:
+    """Prometheus metrics of one stage, in a registry of its own (served at /metrics)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.registry = CollectorRegistry()
+        self.events_in = Counter(
+            "sluice_events_in", "Records consumed", ["stage", "topic"], registry=self.registry
+        )
+        self.events_out = Counter(
+            "sluice_events_out", "Records produced", ["stage", "topic"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "sluice_dead_letters",
+            "Records sent to the DLQ",
+            ["stage", "reason"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "sluice_errors", "Processing errors", ["stage", "kind"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "sluice_processing_seconds",
+            "Time to process one record",
+            ["stage", "topic"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.table_size = Gauge(
+            "sluice_table_keys",
+            "Keys held in a table on this worker",
+            ["stage", "table"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def install_web(
+    app: faust.App, metrics: StageMetrics, tables: Mapping[str, Any] | None = None
+) -> None:
+    """Add /health and /metrics to the app's web server."""
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        assigned = app.consumer.assignment() if app.consumer else set()
+        return web.json(
+            {
+                "status": "ok",
+                "app": app.conf.id,
+                "rebalancing": app.rebalancing,
+                "assigned_partitions": len(assigned),
+            }
+        )
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        for name, table in (tables or {}).items():
+            metrics.table_size.labels(metrics.stage, name).set(len(table))
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+
+def dlq_headers(ref: RecordRef, error: str, stage: str) -> list[tuple[str, bytes]]:
+    """Headers that say where a dead letter came from and why (the value stays as it was)."""
+    return [
+        ("sluice.error", error.encode()[:1000]),
+        ("sluice.stage", stage.encode()),
+        ("sluice.source.topic", ref.topic.encode()),
+        ("sluice.source.partition", str(ref.partition).encode()),
+        ("sluice.source.offset", str(ref.offset).encode()),
+        ("sluice.failed_at", str(int(time.time() * 1000)).encode()),
+    ]
+
+
+def record_ref(event: Any, logical_topic: str) -> RecordRef:
+    """The coordinates and bytes of the record behind a Faust event."""
+    message = event.message
+    return RecordRef(logical_topic, message.partition, message.offset, message.key, message.value)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,147 @@
+"""The order stage on a real broker: every order ends exactly once, and stock adds up.
+
+Each test runs `sluice worker orders` processes against its own copy of the topics, then
+checks the invariants from the outside: the terminal events on orders.confirmed and
+orders.rejected, and the stock levels in the inventory table's changelog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipelines import domain
+from pipelines.settings import Settings
+from producers.generator import GeneratorConfig, OrderGenerator
+from producers.inventory import seed_inventory
+from producers.orders import OrderRun, produce_orders
+from tests.support import pipeline
+from tests.support.reference import expected_outcomes
+
+SKUS = 200
+
+
+@pytest.fixture
+def orders_settings(pipeline_settings: Settings) -> Settings:
+    return pipeline_settings.model_copy(update={"store": "rocksdb://", "commit_interval_s": 1.0})
+
+
+def _ids(seed: int, count: int, start: int = 0) -> set[str]:
+    gen = OrderGenerator(GeneratorConfig(seed=seed))
+    return {gen.order_id(n) for n in range(start, start + count)}
+
+
+def _check_invariants(settings: Settings, found: dict, ids: set[str]) -> None:
+    """Invariants 1 and 2: one terminal event per order; stock never negative and adds up."""
+    assert ids <= found.keys()
+    doubles = {oid: events for oid, events in found.items() if len(events) != 1}
+    assert not doubles, f"{len(doubles)} orders with more than one terminal event"
+    pipeline.wait_for_idle(settings, "orders")
+    final, levels = pipeline.stock_history(settings)
+    assert min(levels) >= 0
+    confirmed = pipeline.confirmed_quantities(found)
+    for index in range(SKUS):
+        sku = domain.sku_code(index)
+        assert domain.initial_stock(sku) - final[sku] == confirmed[sku], sku
+
+
+def test_one_worker_ends_every_order_once(orders_settings: Settings, tmp_path: Path) -> None:
+    seed_inventory(orders_settings, SKUS)
+    run = OrderRun(count=2000, generator=GeneratorConfig(seed=21, invalid_fraction=0.05))
+    with pipeline.workers(orders_settings, tmp_path) as group:
+        group.start("orders")
+        stats = produce_orders(orders_settings, run)
+        assert stats.acked == 2000
+        found = pipeline.wait_for_outcomes(orders_settings, _ids(21, 2000), 180, group)
+        _check_invariants(orders_settings, found, _ids(21, 2000))
+    reasons = Counter(e[0].get("reason", "CONFIRMED") for e in found.values())
+    assert reasons["CONFIRMED"] > 0
+    assert reasons["INVALID"] > 0
+    assert reasons["OUT_OF_STOCK"] > 0  # the skewed demand empties the popular SKUs
+
+
+def test_three_workers_and_workers_joining_mid_stream(
+    orders_settings: Settings, tmp_path: Path
+) -> None:
+    seed_inventory(orders_settings, SKUS)
+    with pipeline.workers(orders_settings, tmp_path) as group:
+        for _ in range(2):
+            group.start("orders")
+        produce_orders(
+            orders_settings, OrderRun(count=1500, rate=500, generator=GeneratorConfig(seed=22))
+        )
+        group.start("orders")  # a third worker joins: the group rebalances mid-stream
+        produce_orders(
+            orders_settings,
+            OrderRun(count=1500, rate=500, start_index=1500, generator=GeneratorConfig(seed=22)),
+        )
+        ids = _ids(22, 3000)
+        found = pipeline.wait_for_outcomes(orders_settings, ids, 240, group)
+        _check_invariants(orders_settings, found, ids)
+        assert all(child.alive() for child in group.children)
+
+
+def test_sigkilled_worker_resumes_on_the_others(orders_settings: Settings, tmp_path: Path) -> None:
+    seed_inventory(orders_settings, SKUS)
+    with pipeline.workers(orders_settings, tmp_path) as group:
+        victim = group.start("orders")
+        group.wait_ready(victim)
+        group.wait_ready(group.start("orders"))
+        feeder = threading.Thread(
+            target=produce_orders,
+            args=(
+                orders_settings,
+                OrderRun(count=1500, rate=300, generator=GeneratorConfig(seed=23)),
+            ),
+        )
+        feeder.start()
+        time.sleep(2.5)  # mid-stream: the victim is busy with its partitions
+        assert pipeline.metric(victim, "sluice_events_in_total") > 0
+        victim.kill()
+        feeder.join()
+        produce_orders(
+            orders_settings,
+            OrderRun(count=500, start_index=1500, generator=GeneratorConfig(seed=23)),
+        )
+        group.start("orders", name=victim.name)  # restarted with its old table directory
+        ids = _ids(23, 2000)
+        found = pipeline.wait_for_outcomes(orders_settings, ids, 240, group)
+        _check_invariants(orders_settings, found, ids)
+
+
+def test_duplicated_orders_never_reserve_twice(orders_settings: Settings, tmp_path: Path) -> None:
+    seed_inventory(orders_settings, SKUS)
+    seed_inventory(orders_settings, SKUS)  # re-seeding the same batch is a no-op
+    run = OrderRun(count=5000, generator=GeneratorConfig(seed=24))
+    with pipeline.workers(orders_settings, tmp_path) as group:
+        group.start("orders")
+        produce_orders(orders_settings, run)
+        produce_orders(orders_settings, run)  # the same 5,000 orders again
+        ids = _ids(24, 5000)
+        found = pipeline.wait_for_outcomes(orders_settings, ids, 300, group)
+        _check_invariants(orders_settings, found, ids)
+
+
+def test_outcomes_match_the_reference_computation(
+    orders_settings: Settings, tmp_path: Path
+) -> None:
+    """With stock to spare, every outcome follows from the rules alone (invariant 4)."""
+    settings = orders_settings.model_copy(
+        update={"orders": orders_settings.orders.model_copy(update={"decline_rate": 0.1})}
+    )
+    seed_inventory(settings, SKUS, batch="plenty", scale=1000)
+    config = GeneratorConfig(seed=25, invalid_fraction=0.1)
+    with pipeline.workers(settings, tmp_path) as group:
+        group.start("orders")
+        produce_orders(settings, OrderRun(count=2000, generator=config))
+        found = pipeline.wait_for_outcomes(settings, _ids(25, 2000), 180, group)
+    gen = OrderGenerator(config)
+    expected = expected_outcomes([gen.make(n) for n in range(2000)], decline_rate=0.1)
+    actual = Counter(e[0].get("reason", "CONFIRMED") for e in found.values())
+    assert actual == expected
+    assert expected["PAYMENT_DECLINED"] > 0
+    assert expected["INVALID"] > 0

@@ -1,0 +1,223 @@
+"""Helpers for end-to-end tests: stage workers as processes, and reading the outcome back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from consumers.tail import StartAt, read
+from pipelines import lag
+from pipelines.catalog import APP_IDS
+from pipelines.settings import Settings
+from tests.support import processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stage_env(settings: Settings) -> dict[str, str]:
+    """Environment that points a stage worker at the test's broker, prefix and data dir."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SLUICE_TOPIC_PREFIX": settings.topic_prefix,
+        "SLUICE_PARTITIONS": str(settings.partitions),
+        "SLUICE_DATA_DIR": str(settings.data_dir),
+        "SLUICE_STORE": settings.store,
+        "SLUICE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
+        "SLUICE_ORDERS__DECLINE_RATE": str(settings.orders.decline_rate),
+    }
+    return env
+
+
+@dataclass
+class Workers:
+    """Stage worker processes started by one test; all stopped at the end."""
+
+    settings: Settings
+    logs: Path
+    children: list[processes.Child] = field(default_factory=list)
+
+    def start(self, stage: str, name: str | None = None) -> processes.Child:
+        port = free_port()
+        name = name or f"{stage}-{len(self.children) + 1}"
+        child = processes.start(
+            processes.python(
+                "-m",
+                "pipelines.cli",
+                "worker",
+                stage,
+                "--web-port",
+                str(port),
+                "--name",
+                name,
+                "--loglevel",
+                "info",
+                "--stop-timeout",
+                "20",
+            ),
+            self.logs / f"{name}.log",
+            env=stage_env(self.settings),
+            name=name,
+        )
+        child.port = port  # type: ignore[attr-defined]
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: processes.Child, timeout: float = 90.0) -> dict[str, Any]:
+        """Wait until a worker serves /health with partitions assigned; returns the body."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert child.alive(), child.output()[-3000:]
+            body = http_json(child, "/health")
+            if body and body.get("assigned_partitions") and not body.get("rebalancing"):
+                return body
+            time.sleep(0.5)
+        raise AssertionError(
+            f"{child.name} not ready after {timeout:.0f}s\n{child.output()[-3000:]}"
+        )
+
+    def stop_all(self) -> None:
+        for child in self.children:
+            child.stop(timeout=40)
+
+
+def http_json(child: processes.Child, path: str) -> dict[str, Any] | None:
+    """GET a worker's JSON endpoint, or None while it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{child.port}{path}", timeout=2) as r:  # type: ignore[attr-defined]
+            return dict(json.loads(r.read()))
+    except OSError:
+        return None
+
+
+def metric(child: processes.Child, name: str) -> float:
+    """Sum of a Prometheus metric's samples on a worker's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{child.port}/metrics", timeout=2) as r:  # type: ignore[attr-defined]
+        lines = r.read().decode().splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name + "{"))
+
+
+@contextmanager
+def workers(settings: Settings, logs: Path) -> Iterator[Workers]:
+    group = Workers(settings, logs)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+def outcomes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """Every terminal event so far, by order id (a list, so duplicates would show)."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for topic in ("orders.confirmed", "orders.rejected"):
+        for row in read(settings, topic, StartAt("beginning")):
+            assert "error" not in row, row
+            found[row["value"]["order_id"]].append({"topic": topic, **row["value"]})
+    return found
+
+
+def wait_for_outcomes(
+    settings: Settings, order_ids: set[str], timeout: float, workers_: Workers | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Poll until every order id has a terminal event; fail with the worker logs if not."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[dict[str, Any]]] = {}
+    while time.monotonic() < deadline:
+        found = outcomes(settings)
+        if order_ids <= found.keys():
+            return found
+        time.sleep(1.0)
+    missing = sorted(order_ids - found.keys())
+    tails = ""
+    if workers_ is not None:
+        tails = "\n".join(f"--- {c.name}\n{c.output()[-3000:]}" for c in workers_.children)
+    raise AssertionError(f"{len(missing)} orders without outcome, e.g. {missing[:5]}\n{tails}")
+
+
+def wait_for_idle(settings: Settings, stage: str, timeout: float = 60.0) -> None:
+    """Wait until the stage's group has committed everything on its input topics."""
+    group = settings.group(APP_IDS[stage])
+    inputs = [
+        settings.topic(t) for t in ("orders.placed", "inventory.reservations", "inventory.results")
+    ]
+    deadline = time.monotonic() + timeout
+    rows: list[lag.PartitionLag] = []
+    while time.monotonic() < deadline:
+        rows = lag.group_lag(settings, group, inputs)
+        if rows and lag.total(rows) == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} still lags: {[r for r in rows if r.lag]}")
+
+
+def stock_history(settings: Settings) -> tuple[dict[str, int], list[int]]:
+    """Final stock per SKU, and every stock level ever written, from the inventory changelog."""
+    topic = settings.topic(f"{APP_IDS['orders']}-inventory-changelog")
+    consumer = Consumer(
+        settings.confluent(
+            **{
+                "group.id": f"check-{time.time_ns()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    final: dict[str, int] = {}
+    levels: list[int] = []
+    for row in _raw_rows(consumer, topic):
+        key, value = row
+        if key.startswith(b"stock:") and value is not None:
+            available = int(json.loads(value)["available"])
+            final[key.decode()[6:]] = available
+            levels.append(available)
+    return final, levels
+
+
+def _raw_rows(consumer: Consumer, topic: str) -> Iterator[tuple[bytes, bytes | None]]:
+    from confluent_kafka import TopicPartition
+
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = list(metadata.topics[topic].partitions)
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in partitions
+    }
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    done = {p for p, end in ends.items() if end == 0}
+    try:
+        while len(done) < len(partitions):
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error() is not None:
+                    continue
+                yield msg.key() or b"", msg.value()
+                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                    done.add(msg.partition() or 0)
+    finally:
+        consumer.close()
+
+
+def confirmed_quantities(found: dict[str, list[dict[str, Any]]]) -> Counter[str]:
+    """Units per SKU of every confirmed order."""
+    units: Counter[str] = Counter()
+    for events in found.values():
+        for event in events:
+            if event["topic"] == "orders.confirmed":
+                for line in event["lines"]:
+                    units[line["sku"]] += line["quantity"]
+    return units

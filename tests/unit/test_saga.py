@@ -1,0 +1,180 @@
+"""The saga's state machine, driven by hand: replays re-send side effects, never outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines import rules
+from pipelines.stages import saga
+
+CFG = saga.SagaConfig(decline_rate=0.0)
+CUSTOMER = "C-000001"
+ORDER = {
+    "order_id": "O-9",
+    "customer_id": CUSTOMER,
+    "currency": "EUR",
+    "placed_at": 5,
+    "lines": [
+        {"sku": "SKU-00001", "quantity": 2, "unit_price_cents": 500},
+        {"sku": "SKU-00002", "quantity": 1, "unit_price_cents": 250},
+    ],
+    "total_cents": 1250,
+    "channel": "WEB",
+    "client_ref": None,
+}
+PLACED = ("orders.placed", 0, 10)
+
+
+def _result(index: int, ok: bool = True, outcome: str = "APPLIED") -> dict[str, Any]:
+    line = ORDER["lines"][index]
+    return {
+        "order_id": "O-9",
+        "sku": line["sku"],
+        "line_index": index,
+        "line_count": 2,
+        "quantity": line["quantity"],
+        "action": "RESERVE",
+        "ok": ok,
+        "outcome": outcome,
+        "available": 1,
+        "decided_at": 1,
+    }
+
+
+def _run(results: list[dict[str, Any]]) -> tuple[dict[str, Any], saga.Effects]:
+    effects = saga.on_placed(None, ORDER, terminal=False, source=PLACED, now_ms=6, config=CFG)
+    state = effects.state
+    assert state is not None
+    for offset, result in enumerate(results, start=100):
+        effects = saga.on_result(
+            state,
+            result,
+            terminal=False,
+            source=("inventory.results", 0, offset),
+            now_ms=7,
+            config=CFG,
+        )
+        state = effects.state or state
+    return state, effects
+
+
+def test_placement_reserves_every_line() -> None:
+    effects = saga.on_placed(None, ORDER, terminal=False, source=PLACED, now_ms=6, config=CFG)
+    assert [(r["sku"], r["action"]) for r in effects.reservations] == [
+        ("SKU-00001", "RESERVE"),
+        ("SKU-00002", "RESERVE"),
+    ]
+    assert effects.status is not None
+    assert effects.status["status"] == "ACCEPTED"
+    assert effects.outcome is None
+
+
+def test_all_lines_reserved_and_paid_confirms_with_notifications() -> None:
+    _state, effects = _run([_result(0), _result(1)])
+    assert effects.outcome is not None
+    kind, record = effects.outcome
+    assert kind == "confirmed"
+    assert record["payment_id"].startswith("pay-")
+    assert {n["channel"] for n in effects.notifications} == set(rules.channels_for(CUSTOMER))
+    assert effects.reservations == []
+
+
+def test_one_line_short_releases_the_others_and_rejects() -> None:
+    _state, effects = _run([_result(0), _result(1, ok=False, outcome="INSUFFICIENT_STOCK")])
+    assert effects.outcome is not None
+    assert effects.outcome[1]["reason"] == "OUT_OF_STOCK"
+    assert [(r["sku"], r["action"]) for r in effects.reservations] == [("SKU-00001", "RELEASE")]
+
+
+def test_unknown_sku_is_invalid() -> None:
+    _state, effects = _run([_result(0, ok=False, outcome="UNKNOWN_SKU"), _result(1)])
+    assert effects.outcome is not None
+    assert effects.outcome[1]["reason"] == "INVALID"
+    assert "unknown SKU SKU-00001" in effects.outcome[1]["detail"]
+
+
+def test_declined_payment_releases_everything() -> None:
+    cfg = saga.SagaConfig(decline_rate=1.0)
+    effects = saga.on_placed(None, ORDER, terminal=False, source=PLACED, now_ms=6, config=cfg)
+    state = effects.state
+    for offset, result in enumerate([_result(0), _result(1)], start=100):
+        effects = saga.on_result(
+            state,
+            result,
+            terminal=False,
+            source=("inventory.results", 0, offset),
+            now_ms=7,
+            config=cfg,
+        )
+        state = effects.state or state
+    assert effects.outcome is not None
+    assert effects.outcome[1]["reason"] == "PAYMENT_DECLINED"
+    assert len(effects.reservations) == 2
+
+
+def test_replay_of_the_deciding_record_resends_side_effects_not_the_outcome() -> None:
+    state, decided = _run([_result(0), _result(1)])
+    replay = saga.on_result(
+        state, _result(1), terminal=True, source=("inventory.results", 0, 101), now_ms=8, config=CFG
+    )
+    assert replay.outcome is None
+    assert [n["notification_id"] for n in replay.notifications] == [
+        n["notification_id"] for n in decided.notifications
+    ]
+
+
+def test_duplicates_change_nothing() -> None:
+    state, _ = _run([_result(0), _result(1)])
+    again = saga.on_placed(
+        state, ORDER, terminal=True, source=("orders.placed", 0, 99), now_ms=9, config=CFG
+    )
+    assert (again.outcome, again.reservations, again.notifications) == (None, [], [])
+    late = saga.on_result(
+        state, _result(0), terminal=True, source=("inventory.results", 0, 555), now_ms=9, config=CFG
+    )
+    assert (late.outcome, late.reservations, late.notifications) == (None, [], [])
+
+
+def test_outcome_already_published_but_state_lost_is_not_published_again() -> None:
+    effects = saga.on_placed(None, ORDER, terminal=False, source=PLACED, now_ms=6, config=CFG)
+    state = saga.on_result(
+        effects.state,
+        _result(0),
+        terminal=False,
+        source=("inventory.results", 0, 100),
+        now_ms=7,
+        config=CFG,
+    ).state
+    last = saga.on_result(
+        state, _result(1), terminal=True, source=("inventory.results", 0, 101), now_ms=7, config=CFG
+    )
+    assert last.outcome is None
+    assert last.state is not None
+    assert last.state["decided"]["kind"] == "confirmed"
+    assert last.notifications
+
+
+def test_invalid_order_ends_at_placement() -> None:
+    bad = {**ORDER, "lines": []}
+    effects = saga.on_placed(None, bad, terminal=False, source=PLACED, now_ms=6, config=CFG)
+    assert effects.outcome is not None
+    assert effects.outcome[1]["reason"] == "INVALID"
+    assert effects.reservations == []
+
+
+def test_replayed_placement_of_a_pending_order_resends_missing_reservations() -> None:
+    effects = saga.on_placed(None, ORDER, terminal=False, source=PLACED, now_ms=6, config=CFG)
+    state = saga.on_result(
+        effects.state,
+        _result(0),
+        terminal=False,
+        source=("inventory.results", 0, 100),
+        now_ms=7,
+        config=CFG,
+    ).state
+    replay = saga.on_placed(state, ORDER, terminal=False, source=PLACED, now_ms=8, config=CFG)
+    assert [r["line_index"] for r in replay.reservations] == [1]
+    dup = saga.on_placed(
+        state, ORDER, terminal=False, source=("orders.placed", 0, 77), now_ms=8, config=CFG
+    )
+    assert dup.reservations == []
