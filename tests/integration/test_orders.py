@@ -82,15 +82,15 @@ def test_three_workers_and_workers_joining_mid_stream(
         ids = _ids(22, 3000)
         found = pipeline.wait_for_outcomes(orders_settings, ids, 240, group)
         _check_invariants(orders_settings, found, ids)
-        assert all(child.alive() for child in group.children)
+        assert all(worker.alive() for worker in group.workers)
 
 
 def test_sigkilled_worker_resumes_on_the_others(orders_settings: Settings, tmp_path: Path) -> None:
     seed_inventory(orders_settings, SKUS)
     with pipeline.workers(orders_settings, tmp_path) as group:
         victim = group.start("orders")
-        group.wait_ready(victim)
-        group.wait_ready(group.start("orders"))
+        victim.wait_ready()
+        group.start("orders").wait_ready()
         feeder = threading.Thread(
             target=produce_orders,
             args=(
@@ -100,7 +100,7 @@ def test_sigkilled_worker_resumes_on_the_others(orders_settings: Settings, tmp_p
         )
         feeder.start()
         time.sleep(2.5)  # mid-stream: the victim is busy with its partitions
-        assert pipeline.metric(victim, "sluice_events_in_total") > 0
+        assert victim.metric("sluice_events_in_total") > 0
         victim.kill()
         feeder.join()
         produce_orders(
@@ -145,3 +145,37 @@ def test_outcomes_match_the_reference_computation(
     assert actual == expected
     assert expected["PAYMENT_DECLINED"] > 0
     assert expected["INVALID"] > 0
+
+
+def test_poison_goes_to_the_dlq_health_metrics_and_a_clean_sigterm(
+    orders_settings: Settings, tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+
+    from consumers.tail import StartAt, read
+
+    seed_inventory(orders_settings, SKUS)
+    topic = orders_settings.topic("orders.placed")
+    with pipeline.workers(orders_settings, tmp_path) as group:
+        worker = group.start("orders")
+        health = worker.wait_ready()
+        assert health["status"] == "ok"
+        assert health["app"] == orders_settings.group("sluice-orders")
+        producer = Producer(orders_settings.confluent_producer())
+        producer.produce(topic, key=b"poison-1", value=b"\x00\x01garbage")
+        producer.produce(topic, key=b"poison-2", value=b"")
+        producer.flush(10)
+        produce_orders(orders_settings, OrderRun(count=300, generator=GeneratorConfig(seed=26)))
+        found = pipeline.wait_for_outcomes(orders_settings, _ids(26, 300), 120, group)
+        assert len(found) == 300
+        assert worker.metric("sluice_dead_letters_total") == 2
+        assert worker.metric("sluice_events_in_total") >= 302
+        code = worker.stop(timeout=30)
+        assert code == 0, worker.output()[-2000:]
+        assert not worker.killed
+    dead = list(read(orders_settings, "orders.dlq", StartAt("beginning")))
+    assert sorted(r["key"] for r in dead) == ["poison-1", "poison-2"]
+    headers = dead[0]["headers"]
+    assert headers["sluice.source.topic"] == "orders.placed"
+    assert "sluice.source.offset" in headers
+    assert headers["sluice.error"]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,109 +15,18 @@ from confluent_kafka import Consumer
 from consumers.tail import StartAt, read
 from pipelines import lag
 from pipelines.catalog import APP_IDS
+from pipelines.runner import Fleet
 from pipelines.settings import Settings
-from tests.support import processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stage_env(settings: Settings) -> dict[str, str]:
-    """Environment that points a stage worker at the test's broker, prefix and data dir."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "SLUICE_TOPIC_PREFIX": settings.topic_prefix,
-        "SLUICE_PARTITIONS": str(settings.partitions),
-        "SLUICE_DATA_DIR": str(settings.data_dir),
-        "SLUICE_STORE": settings.store,
-        "SLUICE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
-        "SLUICE_ORDERS__DECLINE_RATE": str(settings.orders.decline_rate),
-    }
-    return env
-
-
-@dataclass
-class Workers:
-    """Stage worker processes started by one test; all stopped at the end."""
-
-    settings: Settings
-    logs: Path
-    children: list[processes.Child] = field(default_factory=list)
-
-    def start(self, stage: str, name: str | None = None) -> processes.Child:
-        port = free_port()
-        name = name or f"{stage}-{len(self.children) + 1}"
-        child = processes.start(
-            processes.python(
-                "-m",
-                "pipelines.cli",
-                "worker",
-                stage,
-                "--web-port",
-                str(port),
-                "--name",
-                name,
-                "--loglevel",
-                "info",
-                "--stop-timeout",
-                "20",
-            ),
-            self.logs / f"{name}.log",
-            env=stage_env(self.settings),
-            name=name,
-        )
-        child.port = port  # type: ignore[attr-defined]
-        self.children.append(child)
-        return child
-
-    def wait_ready(self, child: processes.Child, timeout: float = 90.0) -> dict[str, Any]:
-        """Wait until a worker serves /health with partitions assigned; returns the body."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert child.alive(), child.output()[-3000:]
-            body = http_json(child, "/health")
-            if body and body.get("assigned_partitions") and not body.get("rebalancing"):
-                return body
-            time.sleep(0.5)
-        raise AssertionError(
-            f"{child.name} not ready after {timeout:.0f}s\n{child.output()[-3000:]}"
-        )
-
-    def stop_all(self) -> None:
-        for child in self.children:
-            child.stop(timeout=40)
-
-
-def http_json(child: processes.Child, path: str) -> dict[str, Any] | None:
-    """GET a worker's JSON endpoint, or None while it does not answer."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{child.port}{path}", timeout=2) as r:  # type: ignore[attr-defined]
-            return dict(json.loads(r.read()))
-    except OSError:
-        return None
-
-
-def metric(child: processes.Child, name: str) -> float:
-    """Sum of a Prometheus metric's samples on a worker's /metrics."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{child.port}/metrics", timeout=2) as r:  # type: ignore[attr-defined]
-        lines = r.read().decode().splitlines()
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name + "{"))
 
 
 @contextmanager
-def workers(settings: Settings, logs: Path) -> Iterator[Workers]:
-    group = Workers(settings, logs)
+def workers(settings: Settings, logs: Path) -> Iterator[Fleet]:
+    """Stage workers for one test, all stopped when it ends."""
+    fleet = Fleet(settings, logs)
     try:
-        yield group
+        yield fleet
     finally:
-        group.stop_all()
+        fleet.stop_all()
 
 
 def outcomes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
@@ -133,7 +40,7 @@ def outcomes(settings: Settings) -> dict[str, list[dict[str, Any]]]:
 
 
 def wait_for_outcomes(
-    settings: Settings, order_ids: set[str], timeout: float, workers_: Workers | None = None
+    settings: Settings, order_ids: set[str], timeout: float, workers_: Fleet | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """Poll until every order id has a terminal event; fail with the worker logs if not."""
     deadline = time.monotonic() + timeout
@@ -146,7 +53,7 @@ def wait_for_outcomes(
     missing = sorted(order_ids - found.keys())
     tails = ""
     if workers_ is not None:
-        tails = "\n".join(f"--- {c.name}\n{c.output()[-3000:]}" for c in workers_.children)
+        tails = "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in workers_.workers)
     raise AssertionError(f"{len(missing)} orders without outcome, e.g. {missing[:5]}\n{tails}")
 
 
