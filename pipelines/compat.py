@@ -16,7 +16,9 @@ from typing import Any, Literal
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from pipelines.schemas import SchemaStore, SchemaVersion
+from pipelines.schemas import SchemaError, SchemaStore, SchemaVersion
+
+Direction = Literal["backward", "forward"]
 
 
 @dataclass(frozen=True)
@@ -26,20 +28,22 @@ class Problem:
     name: str
     older: int
     newer: int
-    direction: Literal["backward", "forward"]
+    direction: Direction
     kinds: tuple[str, ...]
     fields: tuple[str, ...]
+    details: tuple[str, ...]
     locations: tuple[str, ...]
 
     def __str__(self) -> str:
         reader, writer = (
             (self.newer, self.older) if self.direction == "backward" else (self.older, self.newer)
         )
-        fields = ", ".join(self.fields) or "(schema)"
+        where = f"field {', '.join(self.fields)}" if self.fields else "the top level"
+        details = f" ({'; '.join(self.details)})" if self.details else ""
         return (
             f"{self.name} v{self.newer} is not {self.direction} compatible with v{self.older}: "
-            f"v{reader} cannot read v{writer} ({', '.join(self.kinds)}) at field {fields} "
-            f"[{', '.join(self.locations)}]"
+            f"v{reader} cannot read v{writer} at {where}: {', '.join(self.kinds)}{details} "
+            f"[{', '.join(self.locations) or '/'}]"
         )
 
 
@@ -56,27 +60,30 @@ class PairResult:
 def check_pair(older: SchemaVersion, newer: SchemaVersion) -> PairResult:
     """Both directions of compatibility between two versions of one schema."""
     old, new = _parse(older), _parse(newer)
-    problems = []
-    for direction, reader, writer, reader_raw in (
+    directions: tuple[tuple[Direction, Any, Any, dict[str, Any]], ...] = (
         ("backward", new, old, newer.raw),
         ("forward", old, new, older.raw),
-    ):
+    )
+    problems = []
+    for direction, reader, writer, reader_raw in directions:
         checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
         result = checker.get_compatibility(reader, writer)
-        if result.compatibility is not SchemaCompatibilityType.compatible:
-            locations = tuple(sorted(loc for loc in result.locations if loc != "/"))
-            fields = {_field_path(reader_raw, loc) for loc in locations} - {""}
-            problems.append(
-                Problem(
-                    older.name,
-                    older.version,
-                    newer.version,
-                    direction,  # type: ignore[arg-type]
-                    tuple(sorted(k.value for k in result.incompatibilities)),
-                    tuple(sorted(fields | set(result.messages))),
-                    locations,
-                )
+        if result.compatibility is SchemaCompatibilityType.compatible:
+            continue
+        locations = tuple(sorted(loc for loc in result.locations if loc != "/"))
+        fields = sorted({_field_path(reader_raw, loc) for loc in locations} - {""})
+        problems.append(
+            Problem(
+                older.name,
+                older.version,
+                newer.version,
+                direction,
+                tuple(sorted(k.value for k in result.incompatibilities)),
+                tuple(fields),
+                tuple(sorted(str(m) for m in result.messages)),
+                locations,
             )
+        )
     return PairResult(older.name, older.version, newer.version, tuple(problems))
 
 
@@ -107,5 +114,14 @@ def check_store(store: SchemaStore) -> list[PairResult]:
     return results
 
 
+def find_problems(store: SchemaStore) -> list[Problem]:
+    """Every incompatibility in the store; empty when each evolution step is FULL."""
+    return [problem for result in check_store(store) for problem in result.problems]
+
+
 def _parse(version: SchemaVersion) -> avro.schema.Schema:
-    return avro.schema.parse(json.dumps(version.raw))
+    """The same schema as the Apache library sees it; its refusal is a SchemaError."""
+    try:
+        return avro.schema.parse(json.dumps(version.raw))
+    except Exception as exc:  # avro raises SchemaParseException and plain errors alike
+        raise SchemaError(f"{version.path}: the avro library cannot parse it: {exc}") from None

@@ -2,9 +2,9 @@
 
 Schemas are files, never Python literals: the same files are what other languages and a
 schema registry see. Each version is parsed once per process. The single-object
-fingerprint is CRC-64-AVRO over the spec's Parsing Canonical Form, computed here from
-the spec's definition so it matches what Java, Rust or Go readers compute (the Apache
-`avro` Python library's canonical form keeps logicalType attributes and would not).
+fingerprint is CRC-64-AVRO over the spec's Parsing Canonical Form as fastavro computes
+both; the Apache `avro` Python library's canonical form keeps logicalType attributes, so
+its fingerprints would not match what Java, Rust or Go readers compute.
 """
 
 from __future__ import annotations
@@ -19,38 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from pipelines.errors import SluiceError
 
 _FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 
-_CRC64_EMPTY = 0xC15D213AA4D7A795
-
 
 class SchemaError(SluiceError):
     """A schema file is missing, malformed, misnamed, or not known."""
 
 
-def _crc64_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        fp = byte
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The Avro spec's CRC-64-AVRO (Rabin) fingerprint of `data`."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
+def crc64_fingerprint(canonical: str) -> bytes:
+    """The 8-byte CRC-64-AVRO fingerprint of a canonical form, little-endian as on the wire."""
+    return bytes.fromhex(fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def strip_logical_types(schema: Any) -> Any:
@@ -81,6 +64,7 @@ class SchemaVersion:
 
     @classmethod
     def from_file(cls, path: Path) -> SchemaVersion:
+        """Load `<Name>.v<N>.avsc`, refusing files whose name disagrees with the schema."""
         match = _FILE.match(path.name)
         if match is None:
             raise SchemaError(f"{path.name}: schema files are named <Name>.v<N>.avsc")
@@ -88,18 +72,25 @@ class SchemaVersion:
             raw = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SchemaError(f"{path}: cannot read schema: {exc}") from None
-        if not isinstance(raw, dict) or raw.get("type") != "record":
-            raise SchemaError(f"{path}: top level must be a record schema")
-        if raw.get("name") != match["name"]:
-            raise SchemaError(f"{path}: file says {match['name']}, schema says {raw.get('name')}")
+        version = cls.from_raw(raw, int(match["version"]), path)
+        short = version.name.rsplit(".", 1)[-1]
+        if short != match["name"]:
+            raise SchemaError(f"{path}: file says {match['name']}, schema says {version.name}")
+        return version
+
+    @classmethod
+    def from_raw(cls, raw: Any, version: int, path: Path) -> SchemaVersion:
+        """Parse a record schema (from a file or a registry) once, with its fingerprint."""
+        if not isinstance(raw, dict) or raw.get("type") != "record" or "name" not in raw:
+            raise SchemaError(f"{path}: top level must be a named record schema")
         try:
             parsed = fastavro.parse_schema(strip_logical_types(raw), named_schemas={})
             canonical = to_parsing_canonical_form(raw)
         except Exception as exc:  # fastavro raises several kinds for bad schemas
             raise SchemaError(f"{path}: invalid Avro schema: {exc}") from None
-        full = f"{raw['namespace']}.{raw['name']}" if raw.get("namespace") else raw["name"]
-        fingerprint = crc64_avro(canonical.encode()).to_bytes(8, "little")
-        return cls(full, int(match["version"]), path, raw, canonical, fingerprint, parsed)
+        name = str(raw["name"])
+        full = f"{raw['namespace']}.{name}" if raw.get("namespace") and "." not in name else name
+        return cls(full, version, path, raw, canonical, crc64_fingerprint(canonical), parsed)
 
 
 class SchemaStore:
