@@ -57,6 +57,9 @@ def min_insync_replicas(replication: int) -> int:
 
 NS = "sluice"
 
+#: Suffixes of the notification delay topics, shortest first (see pipelines.delivery.backoff).
+RETRY_STEPS = ("1s", "10s", "60s")
+
 CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
         "orders.placed",
@@ -120,11 +123,14 @@ CATALOG: tuple[TopicSpec, ...] = (
         f"{NS}.notifications.NotificationRequested",
         "Push notifications to send.",
     ),
-    TopicSpec(
-        "notifications.retry",
-        "notification_id",
-        f"{NS}.notifications.NotificationRequested",
-        "Failed sends waiting for their not-before time (delay topic).",
+    *(
+        TopicSpec(
+            f"notifications.retry.{step}",
+            "notification_id",
+            f"{NS}.notifications.NotificationRequested",
+            f"Failed sends waiting about {step} for their not-before time (delay topic).",
+        )
+        for step in RETRY_STEPS
     ),
     TopicSpec(
         "notifications.results",
@@ -185,6 +191,14 @@ INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
         _changelog("orders", "orders", "Saga state per order (the orders app's table)."),
         _changelog("orders", "inventory", "Stock per SKU and stock decisions per request."),
         _leader("orders"),
+    ),
+    "notifications": (
+        _changelog("notifications", "attempts", "Per notification: attempts so far and in flight."),
+        _leader("notifications"),
+    ),
+    "analytics": (
+        _changelog("analytics", "windows", "Open event-time windows being aggregated."),
+        _leader("analytics"),
     ),
 }
 

@@ -36,6 +36,7 @@ from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
+    DirectSender,
     StageMetrics,
     dlq_headers,
     install_web,
@@ -64,9 +65,8 @@ def _topic(name: str, **kw: Any) -> faust.TopicT:
 
 saga_input = app.topic(settings.topic("orders.placed"), settings.topic("inventory.results"), **RAW)
 reservations = _topic("inventory.reservations")
-results = _topic("inventory.results")
-notifications = {ch: _topic(f"notifications.{ch.lower()}") for ch in CHANNELS}
-dead_letters = _topic("orders.dlq")
+sender = DirectSender(app)
+NOTIFICATION_TOPICS = {ch: f"notifications.{ch.lower()}" for ch in CHANNELS}
 
 orders = table(app, "orders", JSON_STATE)
 inventory = table(app, "inventory", JSON_STATE)
@@ -84,7 +84,7 @@ async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     async for event in stream.events():
         started = time.perf_counter()
         logical = settings.logical_topic(event.message.topic)
-        metrics.events_in.labels("orders", logical).inc()
+        metrics.received(logical)
         effects = await _saga_step(event, logical)
         if effects is not None:
             await _publish(event.key, effects)
@@ -128,11 +128,13 @@ async def _publish(key: bytes | None, effects: saga.Effects) -> None:
     """Emit side effects, then the state and the outcome (a table write: changelog = topic)."""
     key = key or b""
     for request in effects.reservations:
-        await _send(reservations, request["sku"], REQUEST, request)
+        await _send("inventory.reservations", request["sku"], REQUEST, request)
     for note in effects.notifications:
-        topic = notifications[note["channel"]]
         await _send(
-            topic, note["notification_id"], "sluice.notifications.NotificationRequested", note
+            NOTIFICATION_TOPICS[note["channel"]],
+            note["notification_id"],
+            "sluice.notifications.NotificationRequested",
+            note,
         )
     if effects.state is not None:
         orders[key] = effects.state
@@ -146,20 +148,19 @@ async def _publish(key: bytes | None, effects: saga.Effects) -> None:
             "sluice.orders.OrderConfirmed" if kind == "confirmed" else "sluice.orders.OrderRejected"
         )
         outcomes[kind][key] = serde.encode(schema, record, topic=settings.topic(f"orders.{kind}"))
-        metrics.events_out.labels("orders", f"orders.{kind}").inc()
+        metrics.sent(f"orders.{kind}")
 
 
-async def _send(topic: faust.TopicT, key: str, schema: str, record: dict[str, Any]) -> None:
-    await topic.send(
-        key=key.encode(), value=serde.encode(schema, record, topic=topic.get_topic_name())
-    )
-    metrics.events_out.labels("orders", settings.logical_topic(topic.get_topic_name())).inc()
+async def _send(logical: str, key: str, schema: str, record: dict[str, Any]) -> None:
+    physical = settings.topic(logical)
+    await sender.send(physical, key.encode(), serde.encode(schema, record, topic=physical))
+    metrics.sent(logical)
 
 
 async def _dead_letter(ref: Any, error: str) -> None:
     metrics.dead_letters.labels("orders", error.split(":", 1)[0][:40]).inc()
-    await dead_letters.send(
-        key=ref.key, value=ref.value or b"", headers=dlq_headers(ref, error, "orders")
+    await sender.send(
+        settings.topic("orders.dlq"), ref.key, ref.value or b"", dlq_headers(ref, error, "orders")
     )
 
 
@@ -173,7 +174,7 @@ async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Apply stock requests once each; see `pipelines.stages.stock`."""
     async for event in stream.events():
         started = time.perf_counter()
-        metrics.events_in.labels("orders", "inventory.reservations").inc()
+        metrics.received("inventory.reservations")
         ref = record_ref(event, "inventory.reservations")
         try:
             request = serde.decode(event.value or b"", REQUEST, source=ref)
@@ -194,7 +195,7 @@ async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
                 _pending_prune[ref.partition].append((now_ms(), table_key.encode()))
         _prune(ref.partition)
         if step.result is not None:
-            await _send(results, step.result["order_id"], RESULT, step.result)
+            await _send("inventory.results", step.result["order_id"], RESULT, step.result)
         metrics.latency.labels("orders", "inventory.reservations").observe(
             time.perf_counter() - started
         )

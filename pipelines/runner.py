@@ -33,15 +33,7 @@ def free_port() -> int:
 
 def stage_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a worker process see the same Settings."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "SLUICE_TOPIC_PREFIX": settings.topic_prefix,
-        "SLUICE_PARTITIONS": str(settings.partitions),
-        "SLUICE_DATA_DIR": str(settings.data_dir),
-        "SLUICE_STORE": settings.store,
-        "SLUICE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
-        "SLUICE_ORDERS__DECLINE_RATE": str(settings.orders.decline_rate),
-    }
+    return settings.as_env()
 
 
 @dataclass

@@ -9,6 +9,7 @@ Faust workers and admin tools.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.delivery.settings import DeliverySettings
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -81,6 +84,26 @@ class OrdersSettings(BaseModel):
     )
 
 
+class NotificationSettings(BaseModel):
+    """The notification task queue: concurrency, retries and group-wide rate limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(8, ge=1, le=256, description="Sends in flight per channel per worker.")
+    max_attempts: int = Field(4, ge=1, le=50, description="Tries before a task is dead-lettered.")
+    retry_delays_s: tuple[float, ...] = Field(
+        (1.0, 10.0, 60.0), description="Backoff ladder; one delay topic per step."
+    )
+    jitter: float = Field(0.2, ge=0.0, lt=1.0, description="Random share added to each delay.")
+    rate_email: float = Field(200.0, gt=0, description="Emails per second, whole group.")
+    rate_sms: float = Field(50.0, gt=0, description="SMS per second, whole group.")
+    rate_push: float = Field(200.0, gt=0, description="Pushes per second, whole group.")
+
+    def rate(self, channel: str) -> float:
+        """The group-wide rate limit of one channel (EMAIL, SMS or PUSH)."""
+        return float(getattr(self, f"rate_{channel.lower()}"))
+
+
 class Settings(BaseSettings):
     """Everything a Sluice process needs to know, read once from flags and environment.
 
@@ -124,12 +147,39 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often stages commit offsets (the replay window)."
     )
     orders: OrdersSettings = OrdersSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    delivery: DeliverySettings = DeliverySettings()
 
     @model_validator(mode="after")
     def _bootstrap_not_empty(self) -> Settings:
         if not [s for s in self.bootstrap_servers.split(",") if s.strip()]:
             raise ValueError("bootstrap servers must name at least one host:port")
         return self
+
+    def as_env(self) -> dict[str, str]:
+        """Environment variables that rebuild these settings in a child process.
+
+        Nested models travel as JSON (pydantic-settings parses them back); secrets are
+        revealed here on purpose, because a worker needs the real password, and the
+        environment of a child process is not printed anywhere.
+        """
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        if self.schema_registry_url:
+            env["SCHEMA_REGISTRY_URL"] = self.schema_registry_url
+        plain = (
+            "client_id",
+            "data_dir",
+            "partitions",
+            "topic_prefix",
+            "request_timeout_s",
+            "store",
+            "commit_interval_s",
+        )
+        env.update({f"SLUICE_{name.upper()}": str(getattr(self, name)) for name in plain})
+        for name in ("orders", "notifications", "delivery", "security"):
+            model = getattr(self, name)
+            env[f"SLUICE_{name.upper()}"] = json.dumps(_revealed(model.model_dump(mode="python")))
+        return env
 
     def topic(self, name: str) -> str:
         """The physical name of catalog topic `name` (with the configured prefix)."""
@@ -185,6 +235,19 @@ class Settings(BaseSettings):
         """The Faust `broker=` URL: one `kafka://host:port` per bootstrap server."""
         hosts = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
+
+
+def _revealed(value: Any) -> Any:
+    """A model dump with SecretStr values shown and paths as strings (JSON-ready)."""
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_revealed(v) for v in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 @lru_cache(maxsize=1)
