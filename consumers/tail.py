@@ -58,7 +58,7 @@ def watermarks(
     consumer: Consumer, topic: str, partitions: int, timeout: float
 ) -> dict[int, tuple[int, int]]:
     """(log-start, log-end) offsets of each partition now, retrying leader elections."""
-    return {p: _watermark(consumer, TopicPartition(topic, p), timeout) for p in range(partitions)}
+    return {p: watermark(consumer, TopicPartition(topic, p), timeout) for p in range(partitions)}
 
 
 _LEADER_CHANGES = frozenset(
@@ -71,7 +71,7 @@ _LEADER_CHANGES = frozenset(
 )
 
 
-def _watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+def watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -146,6 +146,13 @@ CATALOG: tuple[TopicSpec, ...] = (
         retention_ms=30 * DAY_MS,
     ),
     TopicSpec(
+        "analytics.dlq",
+        "source key",
+        None,
+        "Records the analytics stage could not decode, with the reason in headers.",
+        retention_ms=30 * DAY_MS,
+    ),
+    TopicSpec(
         "analytics.windows",
         "window_key",
         f"{NS}.analytics.WindowAggregate",
@@ -197,7 +204,11 @@ INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
         _leader("notifications"),
     ),
     "analytics": (
-        _changelog("analytics", "windows", "Open event-time windows being aggregated."),
+        _changelog("analytics", "partials", "Per source partition: window partials and offsets."),
+        _changelog("analytics", "merged", "Per window: the latest partial of each partition."),
+        TopicSpec(f"{APP_IDS['analytics']}-partials", "window_key", None,
+                  "Window partials, repartitioned by window for the merge.",
+                  cleanup_policy="compact"),
         _leader("analytics"),
     ),
 }

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.delivery.settings import DeliverySettings
+from pipelines.stages.windows import WindowConfig
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     orders: OrdersSettings = OrdersSettings()
     notifications: NotificationSettings = NotificationSettings()
     delivery: DeliverySettings = DeliverySettings()
+    analytics: WindowConfig = WindowConfig()
 
     @model_validator(mode="after")
     def _bootstrap_not_empty(self) -> Settings:
@@ -176,7 +178,7 @@ class Settings(BaseSettings):
             "commit_interval_s",
         )
         env.update({f"SLUICE_{name.upper()}": str(getattr(self, name)) for name in plain})
-        for name in ("orders", "notifications", "delivery", "security"):
+        for name in ("orders", "notifications", "delivery", "security", "analytics"):
             model = getattr(self, name)
             env[f"SLUICE_{name.upper()}"] = json.dumps(_revealed(model.model_dump(mode="python")))
         return env

@@ -19,6 +19,7 @@ from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.kafka import kafka
 from pipelines.cli.produce import produce
+from pipelines.cli.replay import replay
 from pipelines.cli.providers import providers
 from pipelines.cli.schemas import schemas
 from pipelines.cli.topics import topics
@@ -49,6 +50,7 @@ cli.add_command(consume)
 cli.add_command(providers)
 cli.add_command(schemas)
 cli.add_command(worker)
+cli.add_command(replay)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,12 +57,17 @@ def wait_for_outcomes(
     raise AssertionError(f"{len(missing)} orders without outcome, e.g. {missing[:5]}\n{tails}")
 
 
+STAGE_INPUTS = {
+    "orders": ("orders.placed", "inventory.reservations", "inventory.results"),
+    "analytics": ("orders.placed", "orders.confirmed", "orders.rejected", "notifications.results"),
+    "notifications": ("notifications.email", "notifications.sms", "notifications.push"),
+}
+
+
 def wait_for_idle(settings: Settings, stage: str, timeout: float = 60.0) -> None:
     """Wait until the stage's group has committed everything on its input topics."""
     group = settings.group(APP_IDS[stage])
-    inputs = [
-        settings.topic(t) for t in ("orders.placed", "inventory.reservations", "inventory.results")
-    ]
+    inputs = [settings.topic(t) for t in STAGE_INPUTS[stage]]
     deadline = time.monotonic() + timeout
     rows: list[lag.PartitionLag] = []
     while time.monotonic() < deadline:
