@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench kafka-up kafka-down clean
+.PHONY: demo test lint typecheck browser unit integration bench kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sluice needs Python 3.11+; set PYTHON=python3.11")'
@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/sluice demo
 
-test: lint typecheck
+test: lint typecheck browser
 	SLUICE_REQUIRE_INTEGRATION=1 $(BIN)/pytest
+
+# The dashboard test drives Debian's headless Chromium; install it when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the dashboard test"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "error: chromium is needed for the dashboard test (apt-get install chromium)"; exit 1; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

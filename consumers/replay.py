@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from consumers.tail import watermark
 from pipelines import admin
 from pipelines.catalog import by_name
-from pipelines.errors import ConfigError, RecordError, RecordRef, TopicError
+from pipelines.errors import ConfigError, RecordError, TopicError
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
@@ -42,9 +42,12 @@ class Aggregator:
     def apply(self, topic: str, record: dict[str, Any], record_ts_ms: int) -> None:
         event_ms = int(record[windows.EVENT_TIME[topic]])
         late = windows.is_late(record_ts_ms, event_ms, self.config)
+        partials = self.partials
         for c in windows.contributions(topic, record, self.config):
-            key = c.window_key
-            self.partials[key] = windows.add(self.partials.get(key, windows.empty()), c, late)
+            partial = partials.get(c.window_key)
+            if partial is None:
+                partial = partials[c.window_key] = windows.empty()
+            windows.add(partial, c, late)
         self.events += 1
 
     def records(self) -> list[dict[str, Any]]:
@@ -102,13 +105,13 @@ def _offsets(
     timeout = 10.0
     _low, high = watermark(consumer, TopicPartition(topic, partition), timeout)
     # one call per timestamp: a single request with the same partition twice is deduplicated
-    start = _offset_at(consumer, topic, partition, from_ms, high, timeout)
-    end = _offset_at(consumer, topic, partition, to_ms, high, timeout)
+    start = _offset_at(consumer, topic, partition, from_ms, high=high, timeout=timeout)
+    end = _offset_at(consumer, topic, partition, to_ms, high=high, timeout=timeout)
     return start, min(end, high)
 
 
 def _offset_at(
-    consumer: Consumer, topic: str, partition: int, at_ms: int, high: int, timeout: float
+    consumer: Consumer, topic: str, partition: int, at_ms: int, *, high: int, timeout: float
 ) -> int:
     """The first offset at or after `at_ms`, or the log end when there is none."""
     found = consumer.offsets_for_times([TopicPartition(topic, partition, at_ms)], timeout=timeout)
@@ -124,11 +127,10 @@ def run(
     """Read every planned record once and aggregate it."""
     aggregator = Aggregator(config)
     serde = serde_for(settings)
+    schemas = {name: spec.value_schema for name, spec in by_name().items()}
     for topic, msg in _read(settings, replay_plan, progress):
-        ref = RecordRef(topic, msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
-        schema = by_name()[topic].value_schema
         try:
-            record = serde.decode(msg.value() or b"", schema, source=ref)
+            record = serde.decode(msg.value() or b"", schemas[topic])
         except RecordError:
             aggregator.undecodable += 1
             continue

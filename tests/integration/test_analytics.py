@@ -82,6 +82,7 @@ def test_replay_equals_live_after_a_worker_crash(
         pipeline.wait_for_outcomes(settings, {gen.order_id(n) for n in range(800)}, 180, group)
         time.sleep(SMALL.hopping_s + SMALL.lateness_s + 2)  # every window, hourly too, closed
         live = _settled(settings)
+        _check_dashboard(group.workers[-1].port)
         pipeline.wait_for_idle(settings, "analytics", timeout=90)
 
     placed = sum(
@@ -110,6 +111,20 @@ def test_replay_equals_live_after_a_worker_crash(
         assert replayed[key] == window, key
     assert _committed_groups(settings) == groups_before  # replay committed nothing
     assert "events" in capsys.readouterr().out
+
+
+def _check_dashboard(port: int) -> None:
+    """The page loads in headless Chromium, draws non-empty charts, logs no errors."""
+    from tests.support import browser
+
+    page = browser.load(
+        f"http://127.0.0.1:{port}/dashboard",
+        "[...document.querySelectorAll('canvas')].map(c => [c.id, Number(c.dataset.points)])",
+    )
+    assert page.errors == []
+    points = dict(page.value)
+    assert set(points) == {"throughput", "outcomes", "revenue", "lag"}
+    assert all(n > 0 for n in points.values()), points
 
 
 def _committed_groups(settings: Settings) -> set[str]:
