@@ -105,6 +105,26 @@ class NotificationSettings(BaseModel):
         return float(getattr(self, f"rate_{channel.lower()}"))
 
 
+class BackpressureSettings(BaseModel):
+    """Marks and interval (`SLUICE_BACKPRESSURE__*`); low must be below high."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    high: int = Field(5000, gt=0, description="Pause upstream above this lag (records).")
+    low: int = Field(1000, ge=0, description="Resume once lag is below this.")
+    interval_s: float = Field(1.0, gt=0, le=60, description="How often lag is measured.")
+    buffer_per_partition: int = Field(
+        1000, ge=1, le=100_000, description="In-flight records a stage holds per partition."
+    )
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> BackpressureSettings:
+        if self.low >= self.high:
+            raise ValueError(f"backpressure low mark ({self.low}) must be below high ({self.high})")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a Sluice process needs to know, read once from flags and environment.
 
@@ -151,6 +171,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings()
     delivery: DeliverySettings = DeliverySettings()
     analytics: WindowConfig = WindowConfig()
+    backpressure: BackpressureSettings = BackpressureSettings()
 
     @model_validator(mode="after")
     def _bootstrap_not_empty(self) -> Settings:
@@ -178,7 +199,8 @@ class Settings(BaseSettings):
             "commit_interval_s",
         )
         env.update({f"SLUICE_{name.upper()}": str(getattr(self, name)) for name in plain})
-        for name in ("orders", "notifications", "delivery", "security", "analytics"):
+        nested = ("orders", "notifications", "delivery", "security", "analytics", "backpressure")
+        for name in nested:
             model = getattr(self, name)
             env[f"SLUICE_{name.upper()}"] = json.dumps(_revealed(model.model_dump(mode="python")))
         return env
