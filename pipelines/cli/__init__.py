@@ -19,8 +19,8 @@ from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.kafka import kafka
 from pipelines.cli.produce import produce
-from pipelines.cli.replay import replay
 from pipelines.cli.providers import providers
+from pipelines.cli.replay import replay
 from pipelines.cli.schemas import schemas
 from pipelines.cli.topics import topics
 from pipelines.cli.worker import worker
