@@ -206,9 +206,13 @@ INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
     "analytics": (
         _changelog("analytics", "partials", "Per source partition: window partials and offsets."),
         _changelog("analytics", "merged", "Per window: the latest partial of each partition."),
-        TopicSpec(f"{APP_IDS['analytics']}-partials", "window_key", None,
-                  "Window partials, repartitioned by window for the merge.",
-                  cleanup_policy="compact"),
+        TopicSpec(
+            f"{APP_IDS['analytics']}-partials",
+            "window_key",
+            None,
+            "Window partials, repartitioned by window for the merge.",
+            cleanup_policy="compact",
+        ),
         _leader("analytics"),
     ),
 }
