@@ -37,12 +37,17 @@ class PartitionLag:
 def group_lag(
     settings: Settings, group: str, topics: Iterable[str] | None = None, timeout: float = 10.0
 ) -> list[PartitionLag]:
-    """Lag of `group` on `topics` (physical names; default: every topic it committed on)."""
+    """Lag of `group` on `topics` (physical names).
+
+    Without `topics`: the partitions the group has committed on, exactly the rows Kafka's
+    `kafka-consumer-groups --describe` prints. With `topics` (backpressure watches a
+    group's inputs): every partition, a never-committed one counting all its records.
+    """
     client = admin_client(settings)
     try:
         committed = _committed(client, group, timeout)
-        wanted = set(topics) if topics is not None else {tp[0] for tp in committed}
-        partitions = _partitions(client, wanted, timeout)
+        wanted = set(committed) if topics is None else _partitions(client, set(topics), timeout)
+        partitions = wanted
         ends = _end_offsets(client, partitions, timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read the lag of group {group}: {exc.args[0]}") from None

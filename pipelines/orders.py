@@ -27,10 +27,12 @@ from typing import Any
 
 import faust
 
+from pipelines.backpressure import EDGES
 from pipelines.errors import RecordError
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.settings import get_settings
+from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -76,6 +78,9 @@ outcomes = {
 }
 status = table(app, "status", RAW_SCHEMA, _topic("orders.status"))
 install_web(app, metrics, {"orders": orders, "inventory": inventory, **outcomes})
+controller = backpressure_controller.install(
+    app, settings, EDGES["orders"], ["orders.placed"], metrics
+)
 
 
 @app.agent(saga_input)

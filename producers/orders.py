@@ -7,7 +7,6 @@ against each other, so the order id spreads load evenly over partitions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipelines.catalog import get as topic_spec
@@ -16,6 +15,7 @@ from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from producers.generator import GeneratorConfig, OrderGenerator
 from producers.sender import EventSender, RateLimiter, SendStats, require_topics
+from producers.throttle import Throttle
 
 TOPIC = "orders.placed"
 
@@ -28,9 +28,6 @@ class OrderRun:
     rate: float = 0.0
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     start_index: int = 0
-
-
-Throttle = Callable[[EventSender], None]
 
 
 def produce_orders(
@@ -53,6 +50,7 @@ def produce_orders(
             order = generator.make(n)
             limiter.acquire(idle=sender.poll)
             if throttle is not None:
+                throttle.sleep = sender.poll  # keep serving delivery reports while waiting
                 throttle(sender)
             value = serde.encode(schema, order, topic=topic)
             sender.send(topic, order["order_id"].encode(), value)
@@ -60,4 +58,6 @@ def produce_orders(
                 reporter.advance()
     finally:
         stats = sender.close()
+    if throttle is not None:
+        stats.throttled_s = throttle.throttled_s
     return stats

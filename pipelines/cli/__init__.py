@@ -18,6 +18,7 @@ from pipelines.cli.common import configure_logging, err_console, fail_line
 from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.kafka import kafka
+from pipelines.cli.lag import lag
 from pipelines.cli.produce import produce
 from pipelines.cli.providers import providers
 from pipelines.cli.replay import replay
@@ -51,6 +52,7 @@ cli.add_command(providers)
 cli.add_command(schemas)
 cli.add_command(worker)
 cli.add_command(replay)
+cli.add_command(lag)
 
 
 def main(argv: list[str] | None = None) -> None:

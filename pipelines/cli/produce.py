@@ -18,6 +18,7 @@ from pipelines.cli.common import (
 from pipelines.progress import progress
 from producers.generator import GeneratorConfig
 from producers.sender import SendStats
+from producers.throttle import Mode
 
 
 @click.group(invoke_without_command=True)
@@ -121,6 +122,16 @@ def produce(
     "wrong total, unsupported currency).",
 )
 @click.option(
+    "--backpressure",
+    type=click.Choice(["off", "block", "adaptive"]),
+    default="off",
+    show_default=True,
+    envvar="SLUICE_PRODUCE_BACKPRESSURE",
+    show_envvar=True,
+    help="Slow down on the order stage's lag: block above the high mark until it is below "
+    "the low mark, or adapt the rate (AIMD).",
+)
+@click.option(
     "--start-index",
     type=click.IntRange(0),
     default=0,
@@ -138,19 +149,22 @@ def orders(
     skus: int,
     invalid_fraction: float,
     start_index: int,
+    backpressure: Mode,
     bootstrap_servers: str | None,
     as_json: bool,
 ) -> None:
     """Synthetic orders onto orders.placed (Avro), keyed by order id."""
     from producers.orders import OrderRun, produce_orders
+    from producers.throttle import throttle_for
 
     settings = make_settings(bootstrap_servers)
     config = GeneratorConfig(
         seed=seed, customers=customers, skus=skus, invalid_fraction=invalid_fraction
     )
     run = OrderRun(count=count, rate=rate, generator=config, start_index=start_index)
+    throttle = throttle_for(settings, backpressure, rate) if backpressure != "off" else None
     with progress("orders", total=count) as reporter:
-        stats = produce_orders(settings, run, reporter)
+        stats = produce_orders(settings, run, reporter, throttle)
     _finish(stats, as_json)
 
 

@@ -74,6 +74,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        stream_buffer_maxsize=settings.backpressure.buffer_per_partition,
         producer_linger=0.05,
         # A crashed worker's partitions move after the session timeout: Faust's 60 s
         # default would stall them a minute; 10 s is Kafka's long-time default.
