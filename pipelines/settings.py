@@ -99,6 +99,11 @@ class NotificationSettings(BaseModel):
     rate_email: float = Field(200.0, gt=0, description="Emails per second, whole group.")
     rate_sms: float = Field(50.0, gt=0, description="SMS per second, whole group.")
     rate_push: float = Field(200.0, gt=0, description="Pushes per second, whole group.")
+    provider_idempotent: bool = Field(
+        False,
+        description="SMS/push providers honour Idempotency-Key: a send whose outcome a crash "
+        "or timeout hid may be repeated (otherwise it is dead-lettered for a human).",
+    )
 
     def rate(self, channel: str) -> float:
         """The group-wide rate limit of one channel (EMAIL, SMS or PUSH)."""

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pipelines.cli.common import configure_logging, err_console, fail_line
 from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
+from pipelines.cli.dlq import dlq
 from pipelines.cli.kafka import kafka
 from pipelines.cli.lag import lag
 from pipelines.cli.produce import produce
@@ -46,6 +47,7 @@ def cli(verbose: int) -> None:
 cli.add_command(kafka)
 cli.add_command(topics)
 cli.add_command(demo)
+cli.add_command(dlq)
 cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(providers)

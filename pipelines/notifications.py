@@ -1,0 +1,399 @@
+"""The notifications stage: `faust -A pipelines.notifications:app worker` (or `sluice worker
+notifications`).
+
+One agent per channel topic (notifications.email, .sms, .push), each with
+`settings.notifications.concurrency` actors, so a slow provider keeps several sends in
+flight instead of serialising a partition. The price is ordering: records of one
+partition may finish out of order. Notifications of different ids are independent, and
+all copies of one id share a partition (keyed by id), which one worker owns; a per-id
+claim in the worker keeps two actors off the same id.
+
+Exactly one result per id: `results` is a table whose changelog *is*
+notifications.results, so publishing the result and remembering it are one record.
+At most one delivery per id: before each send the attempt is recorded in the `attempts`
+table and acknowledged by Kafka (`durable_set`); see `pipelines.stages.notify` for what a
+redelivered task does with it. Failed sends go to the delay topics and come back through
+the delay relay (`pipelines.stages.relay`), which runs as a task in every worker.
+
+Rate limits hold for the whole group: each worker's token bucket per channel runs at the
+group rate times the share of that channel's partitions it owns, re-divided on every
+rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from prometheus_client import Counter, Gauge, Histogram
+
+from pipelines.catalog import get as catalog_topic
+from pipelines.delivery import (
+    DeliveryError,
+    DeliverySettings,
+    Sender,
+    TokenBucket,
+    senders_for,
+    worker_share,
+)
+from pipelines.errors import RecordError, RecordRef
+from pipelines.rules import CHANNELS
+from pipelines.serde import serde_for
+from pipelines.settings import get_settings
+from pipelines.stages import notify
+from pipelines.stages.faustapp import (
+    JSON_STATE,
+    RAW,
+    RAW_SCHEMA,
+    DirectSender,
+    StageMetrics,
+    dlq_headers,
+    install_web,
+    make_app,
+    now_ms,
+    record_ref,
+    table,
+)
+from pipelines.stages.relay import DelayRelay
+
+log = logging.getLogger(__name__)
+
+REQUESTED = "sluice.notifications.NotificationRequested"
+RESULT = "sluice.notifications.NotificationResult"
+CHANNEL_TOPICS = {channel: f"notifications.{channel.lower()}" for channel in CHANNELS}
+
+
+class DeliveryMetrics:
+    """Per-channel delivery counters and send latency, in the stage's registry."""
+
+    def __init__(self, stage: StageMetrics) -> None:
+        reg = stage.registry
+        self.sent = Counter(
+            "sluice_notifications_sent", "Accepted by the provider", ["channel"], registry=reg
+        )
+        self.failed = Counter(
+            "sluice_notifications_failed", "Failed sends", ["channel", "reason"], registry=reg
+        )
+        self.retried = Counter(
+            "sluice_notifications_retried", "Queued to a delay topic", ["channel"], registry=reg
+        )
+        self.dead = Counter(
+            "sluice_notifications_dead_lettered", "Dead-lettered", ["channel"], registry=reg
+        )
+        self.latency = Histogram(
+            "sluice_notification_send_seconds",
+            "One provider send",
+            ["channel"],
+            registry=reg,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.rate = Gauge(
+            "sluice_notification_rate_limit", "This worker's share", ["channel"], registry=reg
+        )
+
+
+class SenderPool:
+    """The worker's senders, made once on first use and closed when the worker stops.
+
+    HTTP senders multiplex over one aiohttp session per channel. An SMTP session sends one
+    mail at a time, so email gets one session per concurrent actor, leased per send.
+    """
+
+    def __init__(self, delivery: DeliverySettings, smtp_sessions: int) -> None:
+        self._delivery = delivery
+        self._sessions = smtp_sessions
+        self._http: dict[str, Sender] = {}
+        self._smtp: asyncio.Queue[Sender] | None = None
+        self._made: list[Sender] = []
+
+    def _smtp_queue(self) -> asyncio.Queue[Sender]:
+        if self._smtp is None:
+            queue: asyncio.Queue[Sender] = asyncio.Queue()
+            for index in range(self._sessions):
+                made = senders_for(self._delivery)
+                queue.put_nowait(made["EMAIL"])
+                self._made.append(made["EMAIL"])
+                if index == 0:
+                    self._http = {ch: made[ch] for ch in ("SMS", "PUSH")}
+                    self._made.extend(self._http.values())
+            self._smtp = queue
+        return self._smtp
+
+    @contextlib.asynccontextmanager
+    async def lease(self, channel: str) -> AsyncIterator[Sender]:
+        """A sender for `channel`, exclusively for email, shared for HTTP."""
+        queue = self._smtp_queue()
+        if channel != "EMAIL":
+            yield self._http[channel]
+            return
+        sender = await queue.get()
+        try:
+            yield sender
+        finally:
+            queue.put_nowait(sender)
+
+    async def close(self) -> None:
+        for sender in self._made:
+            try:
+                await sender.close()
+            except Exception:  # closing is best effort: the worker is stopping anyway
+                log.warning("closing the %s sender failed", sender.channel, exc_info=True)
+
+
+settings = get_settings()
+serde = serde_for(settings)
+policy = notify.Policy(
+    max_attempts=settings.notifications.max_attempts,
+    delays_s=settings.notifications.retry_delays_s,
+    jitter=settings.notifications.jitter,
+    # Not a settings field yet: picked up once NotificationSettings gains it.
+    provider_idempotent=settings.notifications.provider_idempotent,
+)
+metrics = StageMetrics("notifications")
+delivery_metrics = DeliveryMetrics(metrics)
+app = make_app("notifications", settings)
+# Every send waits for its attempt record to be acknowledged, so producer linger sits on
+# the path of each send; 5 ms still batches the records of concurrent actors.
+app.conf.producer_linger = 0.005
+
+
+def _topic(name: str) -> faust.TopicT:
+    return app.topic(settings.topic(name), partitions=settings.partitions, **RAW)
+
+
+sender = DirectSender(app)
+senders = SenderPool(settings.delivery, settings.notifications.concurrency)
+limits = {channel: TokenBucket(0.0) for channel in CHANNELS}
+attempts = table(app, "attempts", JSON_STATE)
+results = table(app, "results", RAW_SCHEMA, _topic("notifications.results"))
+relay = DelayRelay(settings, serde, metrics)
+busy: set[bytes] = set()  # ids an actor of this worker is processing right now
+install_web(app, metrics, {"attempts": attempts, "results": results})
+
+
+def _channel_agent(channel: str) -> None:
+    """Register the agent that delivers one channel's topic."""
+
+    async def deliver(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await _handle(channel, event)
+
+    deliver.__name__ = deliver.__qualname__ = f"deliver_{channel.lower()}"
+    app.agent(
+        _topic(CHANNEL_TOPICS[channel]),
+        name=f"notifications.deliver_{channel.lower()}",
+        concurrency=settings.notifications.concurrency,
+    )(deliver)
+
+
+for _channel in CHANNELS:
+    _channel_agent(_channel)
+
+
+async def _handle(channel: str, event: faust.EventT[bytes]) -> None:
+    """Decode, decide, and carry out one task record; nothing stops the partition."""
+    started = time.perf_counter()
+    logical = settings.logical_topic(event.message.topic)
+    metrics.received(logical)
+    ref = record_ref(event, logical)
+    try:
+        await _process(channel, event, ref)
+    except RecordError as exc:
+        await _dead_letter_raw(ref, str(exc))
+    except Exception as exc:  # a bug on one record must not stop the partition
+        log.exception("poison record %s[%s]@%s", ref.topic, ref.partition, ref.offset)
+        metrics.errors.labels("notifications", type(exc).__name__).inc()
+        await _dead_letter_raw(ref, f"{type(exc).__name__}: {exc}")
+    metrics.latency.labels("notifications", logical).observe(time.perf_counter() - started)
+
+
+async def _process(channel: str, event: faust.EventT[bytes], ref: RecordRef) -> None:
+    task = serde.decode(event.value or b"", REQUESTED, source=ref)
+    key = event.key or task["notification_id"].encode()
+    raw_token = (event.headers or {}).get(notify.REDRIVE_HEADER)
+    step = notify.on_task(
+        task,
+        state=attempts.get(key),
+        result=_result_status(key),
+        token=raw_token.decode() if raw_token else None,
+        source=(ref.topic, ref.partition, ref.offset),
+        busy=key in busy,
+        now_ms=now_ms(),
+        policy=policy,
+    )
+    if step.kind == "skip":
+        log.debug("notification %s: %s", task["notification_id"], step.note)
+        return
+    busy.add(key)  # claimed before the first await: no other actor can decide on this id
+    try:
+        if step.kind == "send":
+            step = await _send(channel, key, task, step)
+        await _apply(channel, key, ref, event, step)
+    except Exception as exc:
+        if step.state is None or _result_status(key) is not None:
+            raise
+        # The attempt is recorded; end the id as dead (redrivable) rather than leave it open.
+        log.exception("notification %s failed in the stage", task["notification_id"])
+        error = f"stage error: {type(exc).__name__}: {exc}"
+        await _dead_letter_task(
+            channel, key, ref, notify.abandoned(task, step.state, error, now_ms())
+        )
+    finally:
+        busy.discard(key)
+
+
+def _result_status(key: bytes) -> str | None:
+    stored = results.get(key)
+    return None if stored is None else str(serde.decode(stored, RESULT)["status"])
+
+
+async def _send(channel: str, key: bytes, task: dict[str, Any], step: notify.Step) -> notify.Step:
+    """Record the attempt durably, then hand the task to the provider once."""
+    state = step.state
+    assert state is not None  # a send step always carries the attempt to record
+    if step.clear_result:
+        results.pop(key, None)  # a redrive retracts the dead-letter result
+    await limits[channel].acquire()
+    await durable_set(attempts, key, state)
+    started = time.perf_counter()
+    try:
+        async with senders.lease(channel) as provider:
+            provider_id = await provider.send(task)
+    except DeliveryError as exc:
+        error = exc
+    except Exception as exc:  # a sender bug: whether the provider got it is unknown
+        log.exception("sender for %s failed unexpectedly", channel)
+        error = DeliveryError("sender error", f"{type(exc).__name__}: {exc}")
+    else:
+        delivery_metrics.latency.labels(channel).observe(time.perf_counter() - started)
+        delivery_metrics.sent.labels(channel).inc()
+        return notify.on_sent(task, state, provider_id, now_ms())
+    delivery_metrics.latency.labels(channel).observe(time.perf_counter() - started)
+    delivery_metrics.failed.labels(channel, error.reason[:40]).inc()
+    return notify.on_failed(task, state, error, now_ms=now_ms(), policy=policy)
+
+
+async def durable_set(tbl: Any, key: bytes, value: Any) -> None:
+    """Store `value` under `key`, returning once Kafka acknowledged the changelog record.
+
+    `tbl[key] = value` only queues the changelog record in Faust's producer buffer and
+    hands back nothing to wait on. Here the table's store is written directly and the
+    record is sent with the table's own `send_changelog`, whose FutureMessage resolves
+    when the broker acknowledged it (acks=all), and whose callback keeps Faust's
+    persisted-offset bookkeeping as for any table write. Once this returns, whichever
+    worker owns the partition next restores the value: that is what lets a redelivered
+    task know an attempt was already handed to the provider.
+    """
+    tbl.data[key] = value
+    await tbl.send_changelog(tbl.partition_for_key(key), key, value)
+
+
+async def _apply(
+    channel: str, key: bytes, ref: RecordRef, event: faust.EventT[bytes], step: notify.Step
+) -> None:
+    """Carry out a decided step: result, retry, deferral or dead letter."""
+    carried = _carried_headers(event)
+    if step.kind == "deliver":
+        await durable_set(results, key, _encoded_result(step))
+        attempts.pop(key, None)  # only after the result is safe: it is the dedupe record now
+        metrics.sent("notifications.results")
+    elif step.kind == "defer":
+        await _publish(step.delay_topic or "", key, ref.value or b"", carried)
+    elif step.kind == "retry":
+        if step.state is not None:
+            attempts[key] = step.state
+        assert step.task is not None
+        value = serde.encode(REQUESTED, step.task, topic=settings.topic(step.delay_topic or ""))
+        await _publish(step.delay_topic or "", key, value, carried)
+        delivery_metrics.retried.labels(channel).inc()
+    elif step.kind == "dead":
+        await _dead_letter_task(channel, key, ref, step)
+
+
+async def _dead_letter_task(channel: str, key: bytes, ref: RecordRef, step: notify.Step) -> None:
+    """DLQ record (the last task, headers saying why), then the DEAD_LETTERED result."""
+    assert step.state is not None
+    assert step.task is not None
+    attempts[key] = step.state
+    error = step.error or "dead-lettered"
+    headers = dlq_headers(ref, error, "notifications") + notify.dead_letter_headers(
+        step.task, step.state
+    )
+    dlq = settings.topic("notifications.dlq")
+    await _publish("notifications.dlq", key, serde.encode(REQUESTED, step.task, topic=dlq), headers)
+    results[key] = _encoded_result(step)
+    metrics.sent("notifications.results")
+    metrics.dead_letters.labels("notifications", error.split(":", 1)[0][:40]).inc()
+    delivery_metrics.dead.labels(channel).inc()
+    log.info("notification %s dead-lettered: %s", step.task["notification_id"], error)
+
+
+def _encoded_result(step: notify.Step) -> bytes:
+    assert step.result is not None
+    return serde.encode(RESULT, step.result, topic=settings.topic("notifications.results"))
+
+
+def _carried_headers(event: faust.EventT[bytes]) -> list[tuple[str, bytes]]:
+    """Headers a re-queued task keeps: the redrive token names its generation."""
+    token = (event.headers or {}).get(notify.REDRIVE_HEADER)
+    return [(notify.REDRIVE_HEADER, token)] if token else []
+
+
+async def _publish(
+    logical: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    await sender.send(settings.topic(logical), key, value, headers or None)
+    metrics.sent(logical)
+
+
+async def _dead_letter_raw(ref: RecordRef, error: str) -> None:
+    """An undecodable (or poison) record: to the DLQ as it was, with the reason."""
+    metrics.dead_letters.labels("notifications", error.split(":", 1)[0][:40]).inc()
+    await sender.send(
+        settings.topic("notifications.dlq"),
+        ref.key,
+        ref.value or b"",
+        dlq_headers(ref, error, "notifications"),
+    )
+
+
+def reshare(owned: set[Any]) -> None:
+    """Set each channel's bucket to this worker's share of the group rate."""
+    for channel, bucket in limits.items():
+        topic = settings.topic(CHANNEL_TOPICS[channel])
+        mine = sum(1 for tp in owned if tp.topic == topic)
+        total = catalog_topic(CHANNEL_TOPICS[channel]).partition_count(settings.partitions)
+        rate = worker_share(settings.notifications.rate(channel), mine, total)
+        bucket.set_rate(rate)
+        delivery_metrics.rate.labels(channel).set(rate)
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(*args: Any, **_: Any) -> None:
+    """Give up the revoked partitions' share before another worker takes it over."""
+    reshare(set(app.consumer.assignment()) - set(args[1]))  # args: (app, revoked)
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(*args: Any, **_: Any) -> None:
+    """The new assignment (the whole of it) decides this worker's share."""
+    reshare(set(args[1]))  # args: (app, assigned)
+
+
+@app.on_before_shutdown.connect
+async def _close_senders(*_args: Any, **_: Any) -> None:
+    """Streams are drained by now: no send is in flight."""
+    await senders.close()
+
+
+async def delay_relay() -> None:
+    """Run the delay relay in this worker for as long as the worker runs."""
+    await relay.run()
+
+
+app.task(delay_relay)

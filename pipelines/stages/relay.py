@@ -1,0 +1,203 @@
+"""The delay relay: retries wait in the delay topics and go back to their channel when due.
+
+A failed send is queued to `notifications.retry.<step>` with its `not_before`. The relay
+reads those topics with a plain aiokafka consumer in its own group
+(`sluice-notifications-retry`) and re-publishes each record, bytes and headers
+unchanged, to its channel topic once it is due. A partition whose head is not due is
+*paused* until it is, and the loop keeps polling (which keeps the group membership and
+heartbeats alive) with a timeout that ends when the earliest head falls due: nothing
+sleeps per message, and one early record never blocks another partition.
+
+Why not a Faust agent: an agent cannot hold back one partition while its stream keeps
+going (Faust acks in stream order, and pausing is Faust's own flow control, which it
+resumes on every rebalance), and sleeping in an agent stalls every partition the actor
+serves. With its own consumer, the relay pauses exactly the partitions it means to,
+and commits an offset only after the re-published record is acknowledged.
+
+Delivery is at least once: a crash or rebalance between publishing and committing
+re-publishes a record, which the stage recognises as a duplicate attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import Gauge
+
+from pipelines.catalog import RETRY_STEPS
+from pipelines.errors import RecordError, RecordRef
+from pipelines.serde import Serde
+from pipelines.settings import Settings
+from pipelines.stages.faustapp import StageMetrics, dlq_headers
+from pipelines.stages.notify import DelayGate
+
+log = logging.getLogger(__name__)
+
+REQUESTED = "sluice.notifications.NotificationRequested"
+GROUP = "sluice-notifications-retry"
+
+
+@dataclass(frozen=True)
+class Held:
+    """A fetched delay-topic record, decoded once: where it goes, or why it cannot."""
+
+    record: Any  # aiokafka ConsumerRecord
+    target: str | None  # catalog name of the channel topic, None when undecodable
+    error: str | None = None
+
+
+class DelayRelay:
+    """Moves due records from the delay topics to their channel topics (see module doc)."""
+
+    def __init__(
+        self, settings: Settings, serde: Serde, metrics: StageMetrics, *, max_wait_s: float = 1.0
+    ) -> None:
+        self.settings = settings
+        self.serde = serde
+        self.metrics = metrics
+        self.max_wait_s = max_wait_s
+        self.sources = [settings.topic(f"notifications.retry.{step}") for step in RETRY_STEPS]
+        self.gate: DelayGate[TopicPartition, Held] = DelayGate()
+        self.paused: set[TopicPartition] = set()
+        self.held_gauge = Gauge(
+            "sluice_retry_held", "Delay-topic records held until due", registry=metrics.registry
+        )
+        self.paused_gauge = Gauge(
+            "sluice_retry_paused_partitions",
+            "Delay-topic partitions paused until their head is due",
+            registry=metrics.registry,
+        )
+
+    async def run(self) -> None:
+        """Relay until cancelled; if the clients fail, start afresh after a pause."""
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delay relay failed; restarting in 2 s")
+                await asyncio.sleep(2.0)
+
+    async def _session(self) -> None:
+        conf = self.settings.aiokafka
+        consumer = AIOKafkaConsumer(
+            **conf(
+                group_id=self.settings.group(GROUP),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=3_000,
+            )
+        )
+        producer = AIOKafkaProducer(**conf(acks="all", enable_idempotence=True, linger_ms=5))
+        consumer.subscribe(self.sources, listener=_Revocations(self))
+        try:
+            await producer.start()
+            await consumer.start()
+            while True:
+                await self.cycle(consumer, producer)
+        finally:
+            self.gate = DelayGate()
+            self.paused.clear()
+            for client in (consumer, producer):
+                try:
+                    await client.stop()
+                except KafkaError:
+                    log.warning("delay relay: %s did not stop cleanly", type(client).__name__)
+
+    async def cycle(self, consumer: Any, producer: Any) -> None:
+        """Fetch (waiting at most until the next head is due), relay what is due, re-pause."""
+        batch = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=500)
+        for tp, records in batch.items():
+            for record in records:
+                due, held = self._held(record)
+                self.gate.hold(tp, due, held)
+        released = self.gate.release(now_ms())
+        if released:
+            offsets = await self._forward(producer, released)
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.info("delay relay: commit after a rebalance failed (%s); will re-read", exc)
+        self._sync_pauses(consumer)
+
+    def _held(self, record: Any) -> tuple[int, Held]:
+        """When `record` is due and where it goes; undecodable records are due at once."""
+        logical = self.settings.logical_topic(record.topic)
+        self.metrics.received(logical)
+        ref = RecordRef(logical, record.partition, record.offset, record.key, record.value)
+        try:
+            task = self.serde.decode(record.value or b"", REQUESTED, source=ref)
+        except RecordError as exc:
+            return 0, Held(record, None, str(exc))
+        return int(task["not_before"]), Held(record, f"notifications.{task['channel'].lower()}")
+
+    async def _forward(
+        self, producer: Any, released: list[tuple[TopicPartition, Held]]
+    ) -> dict[TopicPartition, int]:
+        """Publish every released record, wait for all acks, return offsets to commit."""
+        pending = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, held in released:
+            record = held.record
+            if held.target is None:
+                logical = self.settings.logical_topic(record.topic)
+                ref = RecordRef(logical, record.partition, record.offset, record.key, record.value)
+                target = "notifications.dlq"
+                headers = dlq_headers(ref, held.error or "undecodable", "notifications")
+                self.metrics.dead_letters.labels("notifications", "undecodable").inc()
+            else:
+                target, headers = held.target, list(record.headers or ())
+            physical = self.settings.topic(target)
+            pending.append(
+                await producer.send(physical, record.value, key=record.key, headers=headers)
+            )
+            self.metrics.sent(target)
+            offsets[tp] = record.offset + 1
+        await asyncio.gather(*pending)
+        return offsets
+
+    def _sync_pauses(self, consumer: Any) -> None:
+        """Pause partitions whose head is not due; resume those that drained."""
+        waiting = self.gate.waiting() & set(consumer.assignment())
+        if waiting - self.paused:
+            consumer.pause(*(waiting - self.paused))
+        if self.paused - waiting:
+            consumer.resume(*(self.paused - waiting))
+        self.paused = waiting
+        self.held_gauge.set(len(self.gate))
+        self.paused_gauge.set(len(waiting))
+
+    def _wait_ms(self) -> int:
+        """Poll timeout: until the earliest held head is due, at most `max_wait_s`."""
+        limit = int(self.max_wait_s * 1000)
+        due = self.gate.next_due()
+        if due is None:
+            return limit
+        return max(0, min(limit, due - now_ms()))
+
+
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drops held records of revoked partitions: their next owner reads them again."""
+
+    def __init__(self, relay: DelayRelay) -> None:
+        self.relay = relay
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        gone = set(revoked)
+        self.relay.gate.drop(gone)
+        self.relay.paused -= gone
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.relay.paused &= set(assigned)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
