@@ -24,6 +24,7 @@ from pipelines.cli.produce import produce
 from pipelines.cli.providers import providers
 from pipelines.cli.replay import replay
 from pipelines.cli.schemas import schemas
+from pipelines.cli.serve import serve
 from pipelines.cli.topics import topics
 from pipelines.cli.worker import worker
 from pipelines.errors import SluiceError
@@ -55,6 +56,7 @@ cli.add_command(schemas)
 cli.add_command(worker)
 cli.add_command(replay)
 cli.add_command(lag)
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

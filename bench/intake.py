@@ -1,0 +1,326 @@
+"""Intake HTTP throughput and latency, against a bare handler that only produces to Kafka.
+
+  (a) `sluice serve intake`: JSON parse, schema validation, Idempotency-Key, backpressure
+      gate, Avro encode, idempotent produce awaited until acknowledged, metrics
+  (b) bare: an aiohttp POST handler that reads the body and produces the same
+      pre-encoded OrderPlaced bytes with the same producer settings, awaiting the
+      delivery report the same way (the ceiling: HTTP + Kafka and nothing else)
+
+Both servers run as their own processes; the load comes from this process over loopback
+(an aiohttp client: closed loop with N connections for throughput, then an open loop at a
+fixed rate, latency measured from each request's scheduled time so a stall is not hidden).
+Rounds alternate between the two and the ratio of medians is printed.
+
+    python -m bench.intake [--seconds 8] [--repeats 3] [--concurrency 32] [--rate 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from confluent_kafka import Producer
+
+from bench.common import broker, report
+from pipelines import admin
+from pipelines.runner import free_port
+from pipelines.serde import serde_for
+from pipelines.settings import BackpressureSettings, Settings
+from producers.generator import GeneratorConfig, OrderGenerator
+
+LINGER_MS = 2.0
+PLACED = "sluice.orders.OrderPlaced"
+
+
+# --- (b) the bare handler, run as `python -m bench.intake bare --port N` -------------
+
+
+def bare_app(settings: Settings) -> web.Application:
+    """POST /orders: produce one pre-encoded record, answer 202 after its delivery report."""
+    topic = settings.topic("orders.placed")
+    sample = OrderGenerator(GeneratorConfig(seed=5)).make(0)
+    value = serde_for(settings).encode(PLACED, sample, topic=topic)
+    producer = Producer(
+        settings.confluent_producer(**{"linger.ms": LINGER_MS, "message.timeout.ms": 10_000})
+    )
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            producer.poll(0.05)
+
+    counter = iter(range(10**12))
+
+    async def place(request: web.Request) -> web.Response:
+        await request.read()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        order_id = f"B-{next(counter)}"
+
+        def delivered(err: Any, _msg: Any) -> None:
+            loop.call_soon_threadsafe(_settle, done, err)
+
+        producer.produce(topic, value, order_id.encode(), on_delivery=delivered)
+        await done
+        body = {"order_id": order_id, "status": "ACCEPTED"}
+        return web.json_response(body, status=202, headers={"Location": f"/orders/{order_id}"})
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def lifecycle(_app: web.Application) -> Any:
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        yield
+        producer.flush(10)
+        stop.set()
+        thread.join(2)
+
+    app = web.Application()
+    app.router.add_post("/orders", place)
+    app.router.add_get("/health", health)
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _settle(done: asyncio.Future[None], err: Any) -> None:
+    if done.done():
+        return
+    if err is None:
+        done.set_result(None)
+    else:
+        done.set_exception(RuntimeError(str(err)))
+
+
+# --- the servers as processes --------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/orders"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_server(name: str, args: list[str], settings: Settings) -> Server:
+    port = free_port()
+    env = {**os.environ, **settings.as_env()}
+    cmd = [sys.executable, "-m", *args, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    server = Server(name, port, proc)
+    server.wait_ready()
+    return server
+
+
+# --- the load ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    accepted: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: Counter[int]
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Load:
+    """Request bodies and unique Idempotency-Keys, shared by every run."""
+
+    def __init__(self, count: int = 5000) -> None:
+        gen = OrderGenerator(GeneratorConfig(seed=9, invalid_fraction=0.0))
+        keep = ("customer_id", "lines", "currency", "total_cents", "channel")
+        self.bodies = [json.dumps({k: gen.make(n)[k] for k in keep}).encode() for n in range(count)]
+        self.run = uuid.uuid4().hex[:8]
+        self.sent = 0
+
+    def next(self) -> tuple[bytes, dict[str, str]]:
+        self.sent += 1
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"bench-{self.run}-{self.sent}",
+        }
+        return self.bodies[self.sent % len(self.bodies)], headers
+
+
+async def _post(session: ClientSession, url: str, load: Load, origin: float, out: Result) -> None:
+    body, headers = load.next()
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+    out.statuses[response.status] += 1
+    if response.status == 202:
+        out.accepted += 1
+        out.latencies_ms.append((time.perf_counter() - origin) * 1000)
+
+
+async def closed_loop(url: str, load: Load, seconds: float, concurrency: int) -> Result:
+    """`concurrency` connections, each sending the next request as soon as one returns."""
+    out = Result(0, seconds, [], Counter())
+    connector = TCPConnector(limit=concurrency)
+    async with ClientSession(connector=connector, timeout=ClientTimeout(total=30)) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                await _post(session, url, load, time.perf_counter(), out)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        out.seconds = time.perf_counter() - started
+    return out
+
+
+async def open_loop(url: str, load: Load, rate: float, seconds: float) -> Result:
+    """Requests at a fixed rate whatever the answers; latency from the scheduled time."""
+    out = Result(0, seconds, [], Counter())
+    connector = TCPConnector(limit=512)
+    async with ClientSession(connector=connector, timeout=ClientTimeout(total=30)) as session:
+        tasks = set()
+        start = time.perf_counter() + 0.05
+        for i in range(int(rate * seconds)):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(_post(session, url, load, scheduled, out))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        out.seconds = time.perf_counter() - start
+    return out
+
+
+# --- the benchmark -------------------------------------------------------------------
+
+
+def bench_settings(bootstrap: str) -> Settings:
+    """A private copy of the pipeline topics; backpressure watched but never tripped.
+
+    No order stage runs here, so the lag only grows: a high mark out of reach keeps the
+    lag measurement's cost in the intake's figures without ever shedding load.
+    """
+    marks = BackpressureSettings(high=10**12, low=10**11)
+    return Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"bench-intake-{uuid.uuid4().hex[:6]}.",
+        partitions=6,
+        backpressure=marks,
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    load = Load()
+    with broker() as bootstrap:
+        settings = bench_settings(bootstrap)
+        created = admin.ensure_topics(settings).created
+        servers = {
+            "(a) sluice serve intake": start_server(
+                "intake",
+                ["pipelines.cli", "serve", "intake", "--linger-ms", str(LINGER_MS)],
+                settings,
+            ),
+            "(b) bare aiohttp + produce": start_server("bare", ["bench.intake", "bare"], settings),
+        }
+        try:
+            _measure(servers, load, args)
+        finally:
+            for server in servers.values():
+                server.stop()
+            admin.delete_topics(settings, created)
+
+
+def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -> None:
+    for server in servers.values():  # warm both up: connections, producer, JIT-free caches
+        asyncio.run(closed_loop(server.url, load, 2.0, args.concurrency))
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    latency: dict[str, list[Result]] = {name: [] for name in servers}
+    for _ in range(args.repeats):
+        for name, server in servers.items():
+            result = asyncio.run(closed_loop(server.url, load, args.seconds, args.concurrency))
+            rates[name].append(result.rate)
+            latency[name].append(result)
+    report(
+        f"Intake, closed loop: {args.concurrency} connections, {args.seconds:.0f}s rounds",
+        rates,
+        "(a) sluice serve intake",
+        unit="accepted req/s",
+    )
+    for name, results in latency.items():
+        p50 = statistics.median(r.quantile(0.5) for r in results)
+        p99 = statistics.median(r.quantile(0.99) for r in results)
+        codes = dict(sum((r.statuses for r in results), Counter()))
+        print(f"  {name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms   statuses {codes}")
+    print(f"\nIntake, open loop at {args.rate:,.0f} req/s for {args.seconds:.0f}s")
+    for name, server in servers.items():
+        fixed = asyncio.run(open_loop(server.url, load, args.rate, args.seconds))
+        print(
+            f"  {name:<34} accepted {fixed.rate:7,.0f} req/s  p50 {fixed.quantile(0.5):6.2f} ms"
+            f"  p99 {fixed.quantile(0.99):6.2f} ms  max {fixed.quantile(1.0):7.2f} ms"
+            f"   statuses {dict(fixed.statuses)}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    sub = parser.add_subparsers(dest="mode")
+    bare = sub.add_parser("bare", help="run the bare handler (used by the benchmark itself)")
+    bare.add_argument("--port", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    args = parser.parse_args()
+    if args.mode == "bare":
+        web.run_app(bare_app(Settings()), host="127.0.0.1", port=args.port, print=None)
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Idempotency keys: which order each recent key produced, and which keys are in flight.
+
+Where keys live: in this process's memory, a bounded LRU (`idempotency_max_keys`, the
+oldest forgotten first) of keys seen within `idempotency_window_s` (24 h by default),
+whichever is shorter. They are not lost on restart because every order the intake
+publishes carries its key in OrderPlaced v2's `client_ref` and the digest of its content
+in the `sluice.intake.fingerprint` header: at start the intake re-reads `orders.placed`
+from (now - window) to its end and learns the keys again before it listens (see
+`producers.intake.recovery`).
+
+Concurrent duplicates are coalesced per key: while the first request's attempt runs,
+every duplicate waits for its outcome, so one key publishes at most once even when a
+client fires its retry before the first answer arrives. A key is recorded as *pending*
+(with its record) just before the record is produced, and as done once acknowledged: if
+the attempt dies in between, a retry republishes the same record with the same order id,
+which the order stage deduplicates, rather than making a second order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from producers.intake.validation import Rejection
+
+T = TypeVar("T")
+
+FINGERPRINT_HEADER = "sluice.intake.fingerprint"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """What a key produced: its order id, the content digest, and when it was accepted.
+
+    `pending` holds the record of an
+    attempt not (yet) acknowledged, so a retry republishes the very same order (same id),
+    which the order stage deduplicates should the earlier attempt have landed after all.
+    """
+
+    order_id: str
+    fingerprint: str
+    at: float
+    pending: Mapping[str, Any] | None = None
+
+
+class IdempotencyStore:
+    """Recent keys (bounded LRU with an age limit) and the attempts in flight per key."""
+
+    def __init__(
+        self, window_s: float, max_keys: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._entries: OrderedDict[str, KeyEntry] = OrderedDict()
+        self._inflight: dict[str, Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> KeyEntry | None:
+        """The entry of `key` if it is still within the window."""
+        self.prune()
+        entry = self._entries.get(key)
+        # re-read keys arrive interleaved by partition, so one behind the front may be old
+        if entry is None or entry.at < self._clock() - self.window_s:
+            return None
+        return entry
+
+    def remember(self, key: str, entry: KeyEntry) -> None:
+        """Record what `key` produced; the newest entry is the last to be forgotten."""
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_keys:
+            self._entries.popitem(last=False)
+
+    def learn(self, key: str, entry: KeyEntry) -> bool:
+        """Remember a key re-read from the topic, unless it is already too old."""
+        if entry.at < self._clock() - self.window_s:
+            return False
+        self.remember(key, entry)
+        return True
+
+    def prune(self) -> None:
+        """Forget keys older than the window (entries are kept in acceptance order)."""
+        horizon = self._clock() - self.window_s
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest.at >= horizon:
+                return
+            self._entries.popitem(last=False)
+
+    def in_flight(self, key: str) -> Flight | None:
+        """The attempt with `key` still running, if any."""
+        return self._inflight.get(key)
+
+    async def single_flight(self, key: str, fp: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` for `key` here and now; duplicates arriving meanwhile `join` it.
+
+        No task is spawned for the common case of no duplicate: the attempt runs in the
+        caller's coroutine and its outcome is handed to any waiters when it ends.
+        """
+        flight = self._inflight[key] = Flight(fp)
+        try:
+            outcome = await attempt()
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else _interrupted()
+            for waiter in flight.waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            raise
+        finally:
+            del self._inflight[key]
+        for waiter in flight.waiters:
+            if not waiter.done():
+                waiter.set_result(outcome)
+        return outcome
+
+    @staticmethod
+    async def join(flight: Flight) -> Any:
+        """Wait for a running attempt's outcome (or its exception)."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        flight.waiters.append(waiter)
+        return await waiter
+
+
+def _interrupted() -> Rejection:
+    return Rejection(
+        503, "the first request with this Idempotency-Key was interrupted; retry with the same key"
+    )
+
+
+@dataclass
+class Flight:
+    """An attempt in progress for one key: its content digest and who waits for it."""
+
+    fingerprint: str
+    waiters: list[asyncio.Future[Any]] = field(default_factory=list)

@@ -1,0 +1,153 @@
+"""Placing an order, without HTTP: idempotency, admission, publication, local status.
+
+The order of the checks is the contract: a repeated Idempotency-Key is answered from
+memory before anything else (even while backpressure refuses new work, since it
+publishes nothing); then admission (429/queue); then one publication, awaited until the
+broker acknowledges it. Just before producing, the key is recorded as *pending* with
+the full record; once acknowledged, as done. A key therefore never leads to a second,
+different order: a retry after a failure (or an interrupted attempt) republishes the
+identical record, same order id, which the order stage deduplicates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.serde import EncodeError
+from producers.intake.gate import Gate
+from producers.intake.idempotency import FINGERPRINT_HEADER, IdempotencyStore, KeyEntry
+from producers.intake.metrics import IntakeMetrics
+from producers.intake.publisher import Publisher, PublishFailed
+from producers.intake.recovery import Placed
+from producers.intake.status import StatusView
+from producers.intake.validation import PLACED, OrderRequest, Rejection, text_problems
+
+Encode = Callable[[str, Mapping[str, Any]], bytes]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to a placed order: its id, and whether it came from an earlier request."""
+
+    order_id: str
+    replayed: bool = False
+
+    def body(self) -> dict[str, str]:
+        return {"order_id": self.order_id, "status": "ACCEPTED"}
+
+    def json(self) -> bytes:
+        """`body()` as JSON, formatted directly: order ids are plain by ORDER_ID_PATTERN."""
+        return b'{"order_id": "%s", "status": "ACCEPTED"}' % self.order_id.encode()
+
+
+class Intake:
+    """The intake's behaviour, given its parts (all injectable, for tests)."""
+
+    def __init__(
+        self,
+        *,
+        keys: IdempotencyStore,
+        status: StatusView,
+        gate: Gate,
+        publisher: Publisher,
+        encode: Encode,
+        metrics: IntakeMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.status = status
+        self.gate = gate
+        self.publisher = publisher
+        self.encode = encode
+        self.metrics = metrics
+        self.clock = clock
+
+    async def place(self, order: OrderRequest, key: str | None) -> Accepted:
+        """Accept `order` once; with a key, at most one order per key and content."""
+        if key is None:
+            return await self._attempt(order, None, retry=False)
+        flight = self.keys.in_flight(key)
+        if flight is not None:  # a concurrent duplicate: share the first one's outcome
+            _same_content(flight.fingerprint, order.fingerprint)
+            self.metrics.replays.inc()
+            first: Accepted = await self.keys.join(flight)
+            return dataclasses.replace(first, replayed=True)
+        entry = self.keys.get(key)
+        if entry is not None:
+            _same_content(entry.fingerprint, order.fingerprint)
+            if entry.pending is None:
+                self.metrics.replays.inc()
+                return Accepted(entry.order_id, replayed=True)
+            order = dataclasses.replace(order, record=dict(entry.pending))
+        retry = entry is not None
+        return await self.keys.single_flight(
+            key, order.fingerprint, lambda: self._attempt(order, key, retry=retry)
+        )
+
+    async def _attempt(self, order: OrderRequest, key: str | None, *, retry: bool) -> Accepted:
+        await self.gate.admit()
+        if not retry and "order_id" not in order.generated:
+            self._check_new(order.order_id)
+        value = self._encoded(order.record)
+        headers = []
+        if key is not None:
+            headers.append((FINGERPRINT_HEADER, order.fingerprint.encode()))
+            self.keys.remember(
+                key, KeyEntry(order.order_id, order.fingerprint, self.clock(), order.record)
+            )
+        try:
+            await self.publisher.publish(order.order_id.encode(), value, headers)
+        except PublishFailed as exc:
+            self.metrics.publish_failures.inc()
+            advice = " with the same Idempotency-Key (it keeps the order id)" if key else ""
+            raise Rejection(
+                503,
+                f"the order was not accepted: {exc}; retry later{advice}",
+                headers={"Retry-After": "5"},
+            ) from None
+        self.metrics.published()
+        if key is not None:
+            self.keys.remember(key, KeyEntry(order.order_id, order.fingerprint, self.clock()))
+        self.status.accepted(order.order_id, int(self.clock() * 1000))
+        return Accepted(order.order_id)
+
+    def recover(self, placed: Iterable[Placed]) -> int:
+        """Learn recent orders again: ACCEPTED status for each, and their keys.
+
+        Run before the intake listens (nothing else touches the stores then), so a
+        restarted intake still knows its recent keys and answers GET for recent orders
+        before the order stage has reported them. Returns the number of keys learnt.
+        """
+        learnt = 0
+        for order in placed:
+            self.status.accepted(order.order_id, order.timestamp_ms)
+            if order.key is not None and order.fingerprint is not None:
+                entry = KeyEntry(order.order_id, order.fingerprint, order.timestamp_ms / 1000)
+                learnt += self.keys.learn(order.key, entry)
+        return learnt
+
+    def _check_new(self, order_id: str) -> None:
+        """A client-chosen order id already known here is a conflict, not a second order."""
+        if self.status.get(order_id) is not None:
+            raise Rejection(
+                409, f"order {order_id} already exists; use a new order_id or an Idempotency-Key"
+            )
+
+    def _encoded(self, record: Mapping[str, Any]) -> bytes:
+        try:
+            return self.encode(PLACED, record)
+        except EncodeError as exc:  # e.g. text the schema's string type cannot carry
+            raise Rejection(422, "invalid order", text_problems(record) or [str(exc)]) from None
+
+
+def _same_content(known: str | None, fingerprint: str) -> None:
+    if known is not None and known != fingerprint:
+        raise Rejection(
+            409,
+            "this Idempotency-Key was already used with a different order; "
+            "use a new key for a new order",
+        )

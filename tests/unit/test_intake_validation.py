@@ -1,0 +1,173 @@
+"""The intake's body-to-record step: filling, every field problem at once, limits, digests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.serde import SingleObjectSerde
+from producers.intake.validation import (
+    MAX_PROBLEMS,
+    Rejection,
+    build_order,
+    check_key,
+    fingerprint,
+    parse_json,
+)
+
+SERDE = SingleObjectSerde()
+NOW = 1_790_000_000_000
+
+
+def body(**changes: object) -> dict[str, object]:
+    order: dict[str, object] = {
+        "customer_id": "C-00001",
+        "lines": [{"sku": "SKU-00001", "quantity": 2, "unit_price_cents": 150}],
+        "currency": "EUR",
+        "total_cents": 300,
+    }
+    order.update(changes)
+    return {k: v for k, v in order.items() if v is not None}
+
+
+def build(payload: object, key: str | None = None, max_lines: int = 100):
+    return build_order(
+        payload,
+        key=key,
+        max_lines=max_lines,
+        now_ms=NOW,
+        validate=SERDE.validate,
+        new_id=lambda: "O-generated",
+    )
+
+
+def rejected(payload: object, **kw: object) -> Rejection:
+    with pytest.raises(Rejection) as caught:
+        build(payload, **kw)  # type: ignore[arg-type]
+    return caught.value
+
+
+def test_server_fills_id_time_channel_and_client_ref() -> None:
+    order = build(body(), key="key-1")
+    assert order.record["order_id"] == "O-generated"
+    assert order.record["placed_at"] == NOW
+    assert order.record["channel"] == "WEB"
+    assert order.record["client_ref"] == "key-1"
+    assert order.generated == ("order_id", "placed_at")
+    SERDE.encode("sluice.orders.OrderPlaced", order.record)  # the filled record encodes
+
+
+def test_client_values_are_kept() -> None:
+    order = build(body(order_id="shop-42", placed_at=123, channel="MOBILE"))
+    assert order.record["order_id"] == "shop-42"
+    assert order.record["placed_at"] == 123
+    assert order.record["channel"] == "MOBILE"
+    assert order.record["client_ref"] is None
+    assert order.generated == ()
+
+
+def test_every_field_problem_is_listed() -> None:
+    bad = body(customer_id=7, total_cents=2.5, colour="red")
+    bad["lines"] = [{"sku": "SKU-1", "quantity": "2"}]
+    problems = rejected(bad).problems
+    assert "customer_id: must be string, got number 7" in problems
+    assert "total_cents: must be an integer (long), got number 2.5" in problems
+    assert "colour: unknown field" in problems
+    assert "lines[0].quantity: must be an integer (int), got string '2'" in problems
+    assert "lines[0].unit_price_cents: required field is missing" in problems
+    assert len(problems) == 5
+
+
+def test_missing_required_fields_and_wrong_enum() -> None:
+    error = rejected({"channel": "FAX"})
+    assert error.status == 422
+    assert "customer_id: required field is missing" in error.problems
+    assert "total_cents: required field is missing" in error.problems
+    assert any(p.startswith("channel: must be one of WEB") for p in error.problems)
+
+
+def test_client_ref_is_the_servers() -> None:
+    problems = rejected(body(client_ref="mine")).problems
+    assert problems == [
+        "client_ref: set by the server (from the Idempotency-Key header); do not send it"
+    ]
+
+
+@pytest.mark.parametrize("order_id", ["", "-lead", "has space", "x" * 65, "slash/no", "é"])
+def test_order_ids_must_be_plain(order_id: str) -> None:
+    assert any(p.startswith("order_id:") for p in rejected(body(order_id=order_id)).problems)
+
+
+def test_line_limit() -> None:
+    lines = [{"sku": f"SKU-{i:05d}", "quantity": 1, "unit_price_cents": 1} for i in range(4)]
+    assert build(body(lines=lines, total_cents=4), max_lines=4)
+    error = rejected(body(lines=[*lines, lines[0]], total_cents=5), max_lines=4)
+    assert error.problems == ["lines: at most 4 lines per order, got 5"]
+
+
+def test_problem_list_is_capped() -> None:
+    lines = [{"sku": i} for i in range(100)]
+    problems = rejected(body(lines=lines)).problems
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1].startswith("... and ")
+
+
+@pytest.mark.parametrize("payload", [[], "order", 3, None])
+def test_the_body_must_be_an_object(payload: object) -> None:
+    error = rejected(payload)
+    assert (error.status, error.problems) == (422, ["(record): the order must be a JSON object"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b'{"customer_id": ', "malformed JSON: Expecting value at line 1 column 17"),
+        (b"{'single': 1}", "malformed JSON"),
+        (b"\xff\xfe\x00", "malformed JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested too deeply"),
+    ],
+)
+def test_malformed_json_is_a_400(raw: bytes, says: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        parse_json(raw)
+    assert caught.value.status == 400
+    assert says in caught.value.error
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "tab\tkey", "ключ"])
+def test_bad_idempotency_keys(key: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        check_key(key)
+    assert caught.value.status == 400
+
+
+def test_good_idempotency_keys() -> None:
+    assert check_key(None) is None
+    assert check_key("a") == "a"
+    assert check_key("x" * 255) == "x" * 255
+    assert check_key("order:2026-11-28/7f3a") == "order:2026-11-28/7f3a"
+
+
+def test_fingerprint_ignores_key_order_and_server_values() -> None:
+    one = build(body(), key="k")
+    reordered = json.loads(json.dumps(body(), sort_keys=True))
+    two = build_order(
+        dict(reversed(list(reordered.items()))),
+        key="k",
+        max_lines=100,
+        now_ms=NOW + 5000,  # another time and id: the server's, not the client's
+        validate=SERDE.validate,
+        new_id=lambda: "O-other",
+    )
+    assert one.fingerprint == two.fingerprint
+    assert one.fingerprint != build(body(total_cents=301), key="k").fingerprint
+    assert one.fingerprint != build(body(placed_at=NOW), key="k").fingerprint
+    assert one.fingerprint == build(body(channel="WEB"), key="k").fingerprint  # the default
+
+
+def test_fingerprint_only_with_a_key() -> None:
+    assert build(body()).fingerprint == ""
+    assert len(fingerprint({"a": 1})) == 32
