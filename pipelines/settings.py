@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         description="Use Confluent framing and this registry instead of single-object encoding.",
     )
     client_id: str = "sluice"
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Static group membership (KIP-345): a stable id per worker, e.g. the pod name; "
+        "a worker restarted within the session timeout keeps its partitions without a rebalance.",
+    )
     data_dir: Path = Field(default_factory=default_data_dir)
     partitions: int = Field(6, ge=1, le=1000, description="Partitions of every pipeline topic.")
     topic_prefix: str = Field(

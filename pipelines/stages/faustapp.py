@@ -80,6 +80,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         # default would stall them a minute; 10 s is Kafka's long-time default.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        consumer_group_instance_id=settings.group_instance_id,
         **extra,
     )
     return app
