@@ -15,6 +15,7 @@ import click
 from pydantic import ValidationError
 
 from pipelines.cli.common import configure_logging, err_console, fail_line
+from pipelines.cli.config import config
 from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
 from pipelines.cli.dlq import dlq
@@ -56,6 +57,7 @@ cli.add_command(schemas)
 cli.add_command(worker)
 cli.add_command(replay)
 cli.add_command(lag)
+cli.add_command(config)
 cli.add_command(serve)
 
 
