@@ -20,13 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.backpressure import EDGES, LagSignal
+from pipelines.backpressure import EDGES
 from pipelines.errors import SluiceError
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from producers.intake import openapi
 from producers.intake.config import IntakeConfig
-from producers.intake.gate import Gate
+from producers.intake.gate import ConsumerLagSignal, Gate
 from producers.intake.idempotency import IdempotencyStore
 from producers.intake.metrics import IntakeMetrics
 from producers.intake.publisher import KafkaPublisher, Publisher
@@ -78,7 +78,7 @@ def create_app(
     metrics = IntakeMetrics()
     signal = None
     if background and settings.backpressure.enabled:
-        signal = LagSignal(settings, EDGES["intake"], settings.backpressure)
+        signal = ConsumerLagSignal(settings, EDGES["intake"], settings.backpressure)
     gate = Gate(
         signal,
         mode=config.overload,
@@ -257,8 +257,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         await rt.intake.publisher.close()
+        loop = asyncio.get_running_loop()
         if rt.feed is not None:
-            await asyncio.get_running_loop().run_in_executor(None, rt.feed.stop)
+            await loop.run_in_executor(None, rt.feed.stop)
+        if isinstance(rt.intake.gate.signal, ConsumerLagSignal):
+            await loop.run_in_executor(None, rt.intake.gate.signal.close)
 
 
 def _kafka_publisher(rt: Runtime) -> Publisher:
