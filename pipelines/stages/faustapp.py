@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordRef
 from pipelines.settings import Settings
+from pipelines.stages import commits
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        stream_buffer_maxsize=settings.backpressure.buffer_per_partition,
+        stream_buffer_maxsize=max(100, settings.backpressure.buffer_per_partition),
         producer_linger=0.05,
         # A crashed worker's partitions move after the session timeout: Faust's 60 s
         # default would stall them a minute; 10 s is Kafka's long-time default.
@@ -83,6 +84,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         consumer_group_instance_id=settings.group_instance_id,
         **extra,
     )
+    commits.install(app)
     return app
 
 

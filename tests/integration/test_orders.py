@@ -27,7 +27,13 @@ SKUS = 200
 
 @pytest.fixture
 def orders_settings(pipeline_settings: Settings) -> Settings:
-    return pipeline_settings.model_copy(update={"store": "rocksdb://", "commit_interval_s": 1.0})
+    # These tests run the order stage alone: nothing consumes the notification topics, so
+    # the notifications group's lag only grows and backpressure would (rightly) pause the
+    # stage for good. Backpressure has its own tests with both stages running.
+    off = pipeline_settings.backpressure.model_copy(update={"enabled": False})
+    return pipeline_settings.model_copy(
+        update={"store": "rocksdb://", "commit_interval_s": 1.0, "backpressure": off}
+    )
 
 
 def _ids(seed: int, count: int, start: int = 0) -> set[str]:
