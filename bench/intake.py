@@ -30,6 +30,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
@@ -130,6 +131,15 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s")
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server process has used so far.
+
+        A figure the other processes on a busy 2-core machine cannot inflate, unlike
+        latency: CPU per accepted request compares the two servers' own costs.
+        """
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -280,9 +290,12 @@ def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -
         asyncio.run(closed_loop(server.url, load, 2.0, args.concurrency))
     rates: dict[str, list[float]] = {name: [] for name in servers}
     latency: dict[str, list[Result]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}
     for _ in range(args.repeats):
         for name, server in servers.items():
+            before = server.cpu_s()
             result = asyncio.run(closed_loop(server.url, load, args.seconds, args.concurrency))
+            cpu[name].append((server.cpu_s() - before) * 1000 / max(1, result.accepted))
             rates[name].append(result.rate)
             latency[name].append(result)
     report(
@@ -296,6 +309,8 @@ def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -
         p99 = statistics.median(r.quantile(0.99) for r in results)
         codes = dict(sum((r.statuses for r in results), Counter()))
         print(f"  {name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms   statuses {codes}")
+    for name, per in cpu.items():
+        print(f"  {name:<34} server CPU {statistics.median(per):.3f} ms per accepted request")
     print(f"\nIntake, open loop at {args.rate:,.0f} req/s for {args.seconds:.0f}s")
     for name, server in servers.items():
         fixed = asyncio.run(open_loop(server.url, load, args.rate, args.seconds))

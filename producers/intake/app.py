@@ -22,10 +22,12 @@ from aiohttp import web
 
 from pipelines.backpressure import EDGES
 from pipelines.errors import SluiceError
+from pipelines.schemas import default_store
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from producers.intake import openapi
 from producers.intake.config import IntakeConfig
+from producers.intake.fastcheck import with_fast_path
 from producers.intake.gate import ConsumerLagSignal, Gate
 from producers.intake.idempotency import IdempotencyStore
 from producers.intake.metrics import IntakeMetrics
@@ -33,7 +35,14 @@ from producers.intake.publisher import KafkaPublisher, Publisher
 from producers.intake.recovery import recent_placed
 from producers.intake.service import Intake
 from producers.intake.status import StatusFeed, StatusView
-from producers.intake.validation import Rejection, Validator, build_order, check_key, parse_json
+from producers.intake.validation import (
+    PLACED,
+    Rejection,
+    Validator,
+    build_order,
+    check_key,
+    parse_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,7 @@ def create_app(
         settings,
         config,
         background,
-        serde.validate,
+        with_fast_path(serde.validate, default_store(), (PLACED,)),
         intake,
         metrics,
         json.dumps(openapi.document(config)).encode(),
