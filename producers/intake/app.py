@@ -148,13 +148,16 @@ async def place_order(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
-    too_large = Rejection(413, f"the body is larger than the limit of {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
+        raise _too_large(limit) from None
+
+
+def _too_large(limit: int) -> Rejection:
+    return Rejection(413, f"the body is larger than the limit of {limit} bytes")
 
 
 async def order_status(request: web.Request) -> web.Response:
