@@ -90,11 +90,21 @@ async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         started = time.perf_counter()
         logical = settings.logical_topic(event.message.topic)
         metrics.received(logical)
+        if logical == "orders.placed":
+            controller.taken(event.message.topic, event.message.partition, event.message.offset)
         effects = await _saga_step(event, logical)
         if effects is not None:
+            _track_inflight(event.message.partition, event.key or b"", effects)
             await _publish(event.key, effects)
         metrics.latency.labels("orders", logical).observe(time.perf_counter() - started)
         yield None
+
+
+def _track_inflight(partition: int, key: bytes, effects: saga.Effects) -> None:
+    """Tell the controller when an order starts (placed and valid) and when it ends."""
+    if effects.state is None:
+        return
+    controller.track(partition, key, open_="decided" not in effects.state)
 
 
 async def _saga_step(event: faust.EventT[bytes], logical: str) -> saga.Effects | None:

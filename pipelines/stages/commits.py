@@ -26,12 +26,18 @@ records of that partition are held back until the fetch from the sought offset a
 Stage input topics are neither compacted nor transactional, so that fetch starts exactly
 at the sought offset; should it not (retention deleted it), the first later record is
 accepted after `STALE_S`.
+
+The same filter enforces backpressure holds (`hold_partitions`): Faust's own pause is a
+set of "active" partitions that several of its paths re-activate (a stream buffer that
+drained, recovery after a rebalance), so the controller's decision is applied here, where
+every record passes, and the controller seeks back when it releases a partition.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -86,6 +92,9 @@ def _patch_seeks() -> None:
     async def getmany(self: Consumer, timeout: float) -> Any:
         expected = _expected(self)
         async for tp, message in base_getmany(self, timeout):
+            hold = getattr(self, "_sluice_hold", None)
+            if hold is not None and hold(tp):
+                continue  # held by backpressure: re-read from where the stage stopped
             wanted = expected.get(tp)
             if wanted is not None:
                 if is_stale(message.offset, wanted[0], time.monotonic() - wanted[1]):
@@ -104,6 +113,11 @@ def _patch_seeks() -> None:
     Consumer.seek = seek  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign]
     driver.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+def hold_partitions(consumer: Any, hold: Callable[[TP], bool]) -> None:
+    """Withhold every fetched record of a partition for which `hold(tp)` is true."""
+    consumer._sluice_hold = hold
 
 
 def _patch_new_offset() -> None:

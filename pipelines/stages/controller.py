@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from pipelines.backpressure import Edge, LagSignal
 from pipelines.settings import Settings
+from pipelines.stages import commits
 from pipelines.stages.faustapp import StageMetrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class Controller:
         self.state_file = state_file
         self.paused_since: float | None = None
         self.paused_seconds = 0.0
+        self.inflight: dict[int, set[bytes]] = {}
+        self.last_taken: dict[tuple[str, int], int] = {}
+        self.paused_tps: set[Any] = set()
+        self.measured = False  # until the first lag reading, a new worker takes no entry work
         registry = metrics.registry
         self.paused_gauge = Gauge(
             "sluice_paused_partitions", "Entry partitions paused", ["stage"], registry=registry
@@ -65,6 +70,12 @@ class Controller:
         self.seconds = Counter(
             "sluice_backpressure_paused_seconds", "Time spent paused", ["stage"], registry=registry
         ).labels(metrics.stage)
+        self.inflight_gauge = Gauge(
+            "sluice_inflight",
+            "Work taken but not finished (orders placed, not decided)",
+            ["stage"],
+            registry=registry,
+        ).labels(metrics.stage)
         self.lag_gauge = Gauge(
             "sluice_downstream_lag",
             "Lag of the downstream group",
@@ -73,17 +84,29 @@ class Controller:
         ).labels(metrics.stage, edge.group)
         self.stage = metrics.stage
 
+    def holds(self, tp: Any) -> bool:
+        """Whether records of `tp` must not reach the stage now."""
+        if tp.topic in self.entry and self._desired([tp]):
+            self.paused_tps.add(tp)  # records were withheld: seek back when released
+            return True
+        return False
+
     def _guard_resumes(self) -> None:
-        """Wrap the consumer's resume so Faust's own resumes skip paused entry partitions."""
+        """Wrap the consumer's resume so Faust's own resumes skip paused entry partitions.
+
+        Faust re-activates partitions on other paths too (a drained stream buffer), so the
+        decision is also enforced where records are fetched (`commits.hold_partitions`).
+        """
         consumer = self.app.consumer
         if getattr(consumer, "_sluice_guarded", False):
             return
+        commits.hold_partitions(consumer, self.holds)
         original = consumer.resume_partitions
 
         def resume_partitions(tps: Any) -> Any:
-            if self.signal.state.paused:
-                tps = {tp for tp in tps if tp.topic not in self.entry}
-            return original(tps)
+            held = self._desired(self._entry_partitions())
+            self.paused_tps |= {tp for tp in tps if tp in held}  # ours to resume later
+            return original({tp for tp in tps if tp not in held})
 
         consumer.resume_partitions = resume_partitions  # type: ignore[method-assign]
         consumer._sluice_guarded = True  # type: ignore[attr-defined]
@@ -91,11 +114,15 @@ class Controller:
     async def tick(self) -> None:
         """Measure, decide, and make the consumer match the decision."""
         self._guard_resumes()
+        if not self.settings.backpressure.enabled:
+            await self._apply()
+            return
         try:
             transition = await self.signal.ameasure()
         except Exception as exc:  # the broker may be briefly away; keep the last decision
             log.warning("backpressure: cannot read the lag of %s: %s", self.edge.group, exc)
             return
+        self.measured = True
         self.lag_gauge.set(self.signal.lag)
         if transition is not None:
             self.transitions.labels(self.stage, transition).inc()
@@ -108,30 +135,82 @@ class Controller:
                 self.settings.backpressure.high,
                 self.settings.backpressure.low,
             )
-        self._apply()
+        await self._apply()
         self._write_state()
 
     def _entry_partitions(self) -> list[Any]:
         consumer = self.app.consumer
         return [tp for tp in consumer.assignment() if tp.topic in self.entry]
 
-    def _apply(self) -> None:
-        tps = self._entry_partitions()
-        now = time.monotonic()
-        if self.signal.state.paused:
-            if self.paused_since is None:
-                self.paused_since = now
-            if tps:
-                self.app.consumer.pause_partitions(tps)
-            self.paused_gauge.set(len(tps))
+    def taken(self, topic: str, partition: int, offset: int) -> None:
+        """Record the last entry record the stage took, for the seek on resume."""
+        self.last_taken[(topic, partition)] = offset
+
+    def track(self, partition: int, key: bytes, *, open_: bool) -> None:
+        """Count work in flight (for the order stage: placed, not yet decided) per partition.
+
+        In-flight work is what can still reach the downstream topics after a pause, so it is
+        the overshoot term of the bound and is exported as a gauge. (Capping it by pausing
+        entry partitions from here was tried: pausing and resuming on every few records
+        stalled faust-streaming's fetcher, so the cap is the stream buffer instead.)
+        """
+        pending = self.inflight.setdefault(partition, set())
+        if open_:
+            pending.add(key)
         else:
-            if self.paused_since is not None:
-                self.seconds.inc(now - self.paused_since)
-                self.paused_seconds += now - self.paused_since
-                self.paused_since = None
-                if tps:
-                    self.app.consumer.resume_partitions(set(tps))
-            self.paused_gauge.set(0)
+            pending.discard(key)
+        self.inflight_gauge.set(sum(len(keys) for keys in self.inflight.values()))
+
+    def _desired(self, tps: list[Any]) -> set[Any]:
+        if not self.settings.backpressure.enabled:
+            return set()
+        return set(tps) if self.signal.state.paused or not self.measured else set()
+
+    def on_assigned(self) -> None:
+        """After a rebalance (Faust has paused everything, recovery will resume it).
+
+        The resume guard goes in before Faust's resume, so a worker that joins while the
+        downstream lags never takes entry work; offsets taken under the old assignment
+        no longer say where to resume.
+        """
+        self._guard_resumes()
+        self.last_taken.clear()
+        self.paused_tps = set()
+
+    async def _sync(self) -> None:
+        """Make the consumer's paused entry partitions match the decision.
+
+        On resume each partition is sought back to just after the last record the stage
+        took from it (recorded by `taken`; Faust's own read offset means "next" after a
+        seek and "last" otherwise, so it cannot be trusted for this). faust-streaming drops
+        records it had already fetched for a partition that got paused, and would later
+        treat the hole as a gap to commit past: without the seek, they would be lost.
+        """
+        tps = self._entry_partitions()
+        desired = self._desired(tps)
+        if desired:
+            self.app.consumer.pause_partitions(desired)
+        released = {tp for tp in tps if tp not in desired and tp in self.paused_tps}
+        self.paused_tps = desired
+        if released:
+            consumer: Any = self.app.consumer  # Faust's committed offsets are not in its interface
+            for tp in released:
+                last = self.last_taken.get((tp.topic, tp.partition))
+                target = last + 1 if last is not None else consumer._committed_offset.get(tp)
+                if target is not None:
+                    await consumer.seek(tp, target)
+            consumer.resume_partitions(released)
+        self.paused_gauge.set(len(desired))
+
+    async def _apply(self) -> None:
+        now = time.monotonic()
+        if self.signal.state.paused and self.paused_since is None:
+            self.paused_since = now
+        elif not self.signal.state.paused and self.paused_since is not None:
+            self.seconds.inc(now - self.paused_since)
+            self.paused_seconds += now - self.paused_since
+            self.paused_since = None
+        await self._sync()
 
     def state(self) -> dict[str, Any]:
         paused = self.signal.state.paused
@@ -142,11 +221,8 @@ class Controller:
             "lag": self.signal.lag,
             "high": self.settings.backpressure.high,
             "low": self.settings.backpressure.low,
-            "paused_partitions": sorted(
-                f"{tp.topic}[{tp.partition}]" for tp in self._entry_partitions()
-            )
-            if paused
-            else [],
+            "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in self.paused_tps),
+            "in_flight": sum(len(keys) for keys in self.inflight.values()),
             "transitions": self.signal.state.transitions,
             "updated_at": int(time.time() * 1000),
         }
@@ -164,10 +240,8 @@ class Controller:
 
 def install(
     app: faust.App, settings: Settings, edge: Edge, entry_topics: list[str], metrics: StageMetrics
-) -> Controller | None:
-    """Run a controller in `app` when backpressure is enabled; returns it (or None)."""
-    if not settings.backpressure.enabled:
-        return None
+) -> Controller:
+    """Run a controller in `app` (with lag backpressure off it still bounds in-flight work)."""
     state_file = Path(app.conf.datadir) / "backpressure.json"
     controller = Controller(
         app, settings, edge, entry_topics, metrics=metrics, state_file=state_file
@@ -176,5 +250,9 @@ def install(
     @app.timer(settings.backpressure.interval_s)  # type: ignore[untyped-decorator]
     async def backpressure_tick() -> None:
         await controller.tick()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def backpressure_on_assigned(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
+        controller.on_assigned()
 
     return controller
