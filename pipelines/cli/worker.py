@@ -94,7 +94,8 @@ def worker(
         "--web-port",
         str(port),
         "--web-bind",
-        "127.0.0.1",
+        # Loopback unless told (a container's probes and scrapers need SLUICE_WEB_BIND=0.0.0.0).
+        env.get("SLUICE_WEB_BIND", "127.0.0.1"),
         "--loglevel",
         loglevel,
     ]
