@@ -100,7 +100,7 @@ def test_waiters_get_the_first_attempts_error() -> None:
         flight = store.in_flight("k")
         assert flight is not None
         second = asyncio.create_task(store.join(flight))
-        return await asyncio.gather(first, second, return_exceptions=True)
+        return list(await asyncio.gather(first, second, return_exceptions=True))
 
     results = asyncio.run(main())
     assert all(isinstance(r, Rejection) and r.status == 503 for r in results)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,7 +20,9 @@ from producers.intake.status import StatusView
 from producers.intake.validation import OrderRequest, Rejection, build_order
 
 SERDE = SingleObjectSerde()
-BODY = {
+T = TypeVar("T")
+
+BODY: dict[str, Any] = {
     "customer_id": "C-00001",
     "lines": [{"sku": "SKU-00001", "quantity": 1, "unit_price_cents": 100}],
     "currency": "EUR",
@@ -91,8 +94,8 @@ def order(key: str | None = None, **changes: object) -> OrderRequest:
     )
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def test_without_a_key_every_request_is_a_new_order() -> None:
@@ -104,17 +107,19 @@ def test_without_a_key_every_request_is_a_new_order() -> None:
     assert first.order_id != second.order_id
     assert len(publisher.sent) == 2
     assert publisher.sent[0][2] == []  # no digest header without a key
-    assert intake.status.get(first.order_id).status == "ACCEPTED"  # type: ignore[union-attr]
+    state = intake.status.get(first.order_id)
+    assert state is not None
+    assert state.status == "ACCEPTED"
 
 
 def test_a_retried_key_returns_the_same_order_and_publishes_nothing() -> None:
     intake, publisher = make()
     first = run(intake.place(order("k1"), "k1"))
     again = run(intake.place(order("k1"), "k1"))
-    assert again == Accepted(first.order_id, replayed=True)  # type: ignore[union-attr]
+    assert again == Accepted(first.order_id, replayed=True)
     assert len(publisher.sent) == 1
     key, _value, headers = publisher.sent[0]
-    assert key == first.order_id.encode()  # type: ignore[union-attr]
+    assert key == first.order_id.encode()
     assert headers == [(FINGERPRINT_HEADER, order("k1").fingerprint.encode())]
 
 
@@ -125,8 +130,8 @@ def test_concurrent_duplicates_publish_once() -> None:
         return await asyncio.gather(*(intake.place(order("k"), "k") for _ in range(20)))
 
     answers = run(burst())
-    assert len({a.order_id for a in answers}) == 1  # type: ignore[attr-defined]
-    assert sum(a.replayed for a in answers) == 19  # type: ignore[attr-defined]
+    assert len({a.order_id for a in answers}) == 1
+    assert sum(a.replayed for a in answers) == 19
     assert len(publisher.sent) == 1
 
 
@@ -159,7 +164,7 @@ def test_a_failed_delivery_is_a_503_and_the_retry_reuses_the_order() -> None:
     assert len(intake.status) == 0  # nothing was accepted
     failing.fail = False
     retried = run(intake.place(order("k"), "k"))
-    assert failing.order_ids() == [retried.order_id]  # type: ignore[attr-defined]
+    assert failing.order_ids() == [retried.order_id]
     pending = intake.keys.get("k")
     assert pending is not None
     assert pending.pending is None
@@ -183,7 +188,7 @@ def test_a_known_key_is_answered_even_while_paused() -> None:
     signal.lag = 500
     run(intake.gate.measure())
     assert intake.gate.paused
-    assert run(intake.place(order("k"), "k")) == Accepted(first.order_id, replayed=True)  # type: ignore[union-attr]
+    assert run(intake.place(order("k"), "k")) == Accepted(first.order_id, replayed=True)
     assert len(publisher.sent) == 1
 
 
@@ -201,7 +206,7 @@ def test_queue_mode_holds_requests_until_the_lag_clears() -> None:
         return await asyncio.gather(*held, return_exceptions=True)
 
     results = run(scenario())
-    refused = [r for r in results if isinstance(r, Rejection)]  # type: ignore[union-attr]
+    refused = [r for r in results if isinstance(r, Rejection)]
     assert [r.status for r in refused] == [429, 429]
     assert len(publisher.sent) == 5
 
@@ -254,7 +259,9 @@ def test_recovery_restores_keys_and_accepted_orders() -> None:
         ]
     )
     assert run(intake.place(order("k"), "k")) == Accepted("O-1", replayed=True)
-    assert intake.status.get("O-2").status == "ACCEPTED"  # type: ignore[union-attr]
+    state = intake.status.get("O-2")
+    assert state is not None
+    assert state.status == "ACCEPTED"
     assert publisher.sent == []
 
 

@@ -9,6 +9,7 @@ import pytest
 from pipelines.serde import SingleObjectSerde
 from producers.intake.validation import (
     MAX_PROBLEMS,
+    OrderRequest,
     Rejection,
     build_order,
     check_key,
@@ -31,7 +32,7 @@ def body(**changes: object) -> dict[str, object]:
     return {k: v for k, v in order.items() if v is not None}
 
 
-def build(payload: object, key: str | None = None, max_lines: int = 100):
+def build(payload: object, key: str | None = None, max_lines: int = 100) -> OrderRequest:
     return build_order(
         payload,
         key=key,
