@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipelines import lag
+from pipelines.lag import LagReader
 from pipelines.settings import BackpressureSettings, Settings
 
 
@@ -67,20 +68,28 @@ class LagSignal:
     lag: int = 0
     per_partition: dict[tuple[str, int], int] = field(default_factory=dict)
     _history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30))
+    _reader: LagReader | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.state = Hysteresis(self.marks.high, self.marks.low)
 
     def measure(self) -> str | None:
-        """Read the lag once (blocking admin calls); returns a transition, if any."""
-        group = self.settings.group(self.edge.group)
-        topics = [self.settings.topic(t) for t in self.edge.topics]
-        rows = lag.group_lag(self.settings, group, topics, timeout=5.0)
+        """Read the lag once (blocking calls); returns a transition, if any."""
+        if self._reader is None:
+            group = self.settings.group(self.edge.group)
+            self._reader = LagReader(self.settings, group, timeout=5.0)
+        rows = self._reader.rows([self.settings.topic(t) for t in self.edge.topics])
         self.per_partition = {(r.topic, r.partition): r.lag for r in rows}
         self.lag = lag.total(rows)
         committed = sum(r.committed or 0 for r in rows)
         self._history.append((time.monotonic(), committed))
         return self.state.update(self.lag)
+
+    def close(self) -> None:
+        """Release the lag reader's client (a later `measure` opens a new one)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     async def ameasure(self) -> str | None:
         """`measure` without blocking the event loop."""

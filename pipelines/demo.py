@@ -44,8 +44,8 @@ DEMO_NOTIFICATIONS = NotificationSettings(retry_delays_s=(1.0, 2.0, 4.0))
 class DemoOptions:
     """What `sluice demo` was asked to do."""
 
-    orders: int = 2000
-    rate: float = 100.0
+    orders: int = 1500
+    rate: float = 30.0
     seed: int | None = None
     start_local: bool = True
     keep: bool = False
@@ -251,7 +251,7 @@ def _live_view(live: bool) -> Callable[[Snapshot | None], None]:
     def show_lines(snap: Snapshot | None) -> None:
         if snap is not None and time.monotonic() - last[0] >= 5:
             last[0] = time.monotonic()
-            console.print(line(snap), highlight=False)
+            console.print(line(snap), highlight=False, soft_wrap=True)
 
     return show_lines
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from consumers.replay import plan, run
 from consumers.tail import StartAt, read
+from pipelines import lag
+from pipelines.catalog import APP_IDS
 from pipelines.delivery import DeliverySettings
 from pipelines.errors import SluiceError
 from pipelines.runner import free_port
@@ -110,11 +112,16 @@ def live_windows(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def settle_windows(
-    settings: Settings, config: WindowConfig, timeout: float = 120
+    settings: Settings, config: WindowConfig, timeout: float = 300
 ) -> dict[str, dict[str, Any]]:
-    """analytics.windows once every window closed and the topic stopped changing."""
-    time.sleep(max(config.hopping_s, config.tumbling_s) + config.lateness_s + 2)
+    """analytics.windows once the analytics group caught up, every window closed, and the
+    topic stopped changing (a window is re-published when a straggler changes it)."""
     deadline = time.monotonic() + timeout
+    group = settings.group(APP_IDS["analytics"])
+    inputs = [settings.topic(t) for t in SOURCES]
+    while time.monotonic() < deadline and lag.total(lag.group_lag(settings, group, inputs)):
+        time.sleep(1)
+    time.sleep(max(config.hopping_s, config.tumbling_s) + config.lateness_s + 2)
     previous = live_windows(settings)
     while time.monotonic() < deadline:
         time.sleep(3)

@@ -14,14 +14,14 @@ from pipelines.demo import DemoOptions, run_demo
 @click.option(
     "--orders",
     type=click.IntRange(1, 10_000_000),
-    default=2000,
+    default=1500,
     show_default=True,
     help="How many orders to produce.",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(0),
-    default=100.0,
+    default=30.0,
     show_default=True,
     help="Orders per second; 0 = as fast as the producer goes (still throttled by lag).",
 )
@@ -86,7 +86,7 @@ def demo(
     )
     report = run_demo(settings, options, note)
     for key, value in report.items():
-        console.print(f"{key:>28}: {value}", highlight=False)
+        console.print(f"{key:>28}: {value}", highlight=False, soft_wrap=True)
     if report_file:
         with open(report_file, "w") as handle:
             json.dump(report, handle, indent=2)

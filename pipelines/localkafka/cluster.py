@@ -392,8 +392,13 @@ def _existing_cluster_id(nodes: list[NodeSpec]) -> str | None:
     return None
 
 
-def free_base_port(count: int = 6, start: int = 20000, stop: int = 60000) -> int:
-    """A base port with `count` consecutive free ports after it (tests and parallel runs)."""
+def free_base_port(count: int = 6, start: int = 20000, stop: int = 32000) -> int:
+    """A base port with `count` consecutive free ports after it (tests and parallel runs).
+
+    Below Linux's ephemeral range (32768 and up by default): a port picked there can be
+    taken by some client's outgoing connection while a node restarts, and the node then
+    fails with "Address already in use" on its own listener.
+    """
     import random
 
     for _ in range(200):

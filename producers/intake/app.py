@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pipelines.backpressure import EDGES
+from pipelines.backpressure import EDGES, LagSignal
 from pipelines.errors import SluiceError
 from pipelines.schemas import default_store
 from pipelines.serde import serde_for
@@ -28,7 +28,7 @@ from pipelines.settings import Settings
 from producers.intake import openapi
 from producers.intake.config import IntakeConfig
 from producers.intake.fastcheck import with_fast_path
-from producers.intake.gate import ConsumerLagSignal, Gate
+from producers.intake.gate import Gate
 from producers.intake.idempotency import IdempotencyStore
 from producers.intake.metrics import IntakeMetrics
 from producers.intake.publisher import KafkaPublisher, Publisher
@@ -87,7 +87,7 @@ def create_app(
     metrics = IntakeMetrics()
     signal = None
     if background and settings.backpressure.enabled:
-        signal = ConsumerLagSignal(settings, EDGES["intake"], settings.backpressure)
+        signal = LagSignal(settings, EDGES["intake"], settings.backpressure)
     gate = Gate(
         signal,
         mode=config.overload,
@@ -272,7 +272,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         if rt.feed is not None:
             await loop.run_in_executor(None, rt.feed.stop)
-        if isinstance(rt.intake.gate.signal, ConsumerLagSignal):
+        if isinstance(rt.intake.gate.signal, LagSignal):
             await loop.run_in_executor(None, rt.intake.gate.signal.close)
 
 

@@ -15,17 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
-from pipelines.backpressure import Hysteresis, LagSignal
-from pipelines.errors import BrokerUnavailable, SluiceError
-from pipelines.lag import PartitionLag, total
+from pipelines.backpressure import Hysteresis
+from pipelines.errors import SluiceError
 from producers.intake.validation import Rejection
 
 log = logging.getLogger(__name__)
@@ -40,70 +36,6 @@ class Signal(Protocol):
     def ameasure(self) -> Awaitable[str | None]: ...
 
     def retry_after_s(self, floor: float = 1.0, ceiling: float = 120.0) -> float: ...
-
-
-@dataclass
-class ConsumerLagSignal(LagSignal):
-    """`LagSignal` whose committed offsets come from a long-lived consumer, not the admin API.
-
-    librdkafka's admin ListConsumerGroupOffsets dereferences a missing group handle when
-    the broker answers NOT_COORDINATOR (a fresh cluster, a broker restart, a coordinator
-    move) and the whole process dies with SIGSEGV (confluent-kafka-python issue 1982,
-    librdkafka issue 5040). A consumer that carries the watched group's id asks through its
-    own group handle, which retries that answer. It never subscribes, so it never joins
-    the group or commits for it; keeping it open also spares a client per measurement.
-    """
-
-    timeout_s: float = 5.0
-    _consumer: Consumer | None = field(default=None, init=False, repr=False)
-
-    def measure(self) -> str | None:
-        """Read the lag once (blocking); returns a transition, if any."""
-        rows = self._rows()
-        self.per_partition = {(r.topic, r.partition): r.lag for r in rows}
-        self.lag = total(rows)
-        self._history.append((time.monotonic(), sum(r.committed or 0 for r in rows)))
-        return self.state.update(self.lag)
-
-    def _rows(self) -> list[PartitionLag]:
-        group = self.settings.group(self.edge.group)
-        consumer = self._client(group)
-        try:
-            wanted = []
-            for topic in (self.settings.topic(t) for t in self.edge.topics):
-                metadata = consumer.list_topics(topic, timeout=self.timeout_s)
-                wanted += [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-            rows = []
-            for tp in consumer.committed(wanted, timeout=self.timeout_s):
-                if tp.error is not None:
-                    raise KafkaException(tp.error)
-                end = consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)[1]
-                done = tp.offset if tp.offset >= 0 else None
-                rows.append(PartitionLag(group, tp.topic, tp.partition, done, end))
-        except KafkaException as exc:
-            reason = exc.args[0]
-            raise BrokerUnavailable(f"cannot read the lag of group {group}: {reason}") from None
-        return rows
-
-    def _client(self, group: str) -> Consumer:
-        if self._consumer is None:
-            self._consumer = Consumer(
-                self.settings.confluent(
-                    **{
-                        "group.id": group,
-                        "client.id": f"sluice-intake-lag-{uuid.uuid4().hex[:6]}",
-                        "enable.auto.commit": False,
-                        "enable.auto.offset.store": False,
-                    }
-                )
-            )
-        return self._consumer
-
-    def close(self) -> None:
-        """Close the consumer (it never joined the group, so this leaves nothing behind)."""
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
 
 
 def retry_after(seconds: float) -> str:
