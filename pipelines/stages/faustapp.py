@@ -38,6 +38,7 @@ RAW_SCHEMA: faust.Schema[bytes, bytes] = faust.Schema(**RAW)
 JSON_STATE: faust.Schema[bytes, Any] = faust.Schema(
     key_type=bytes, key_serializer="raw", value_serializer="json"
 )
+EXIT_METRICS = "metrics-at-exit.prom"  # in the worker's data directory
 DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
 
 
@@ -211,6 +212,16 @@ def install_web(
         for name, table in (tables or {}).items():
             metrics.table_size.labels(metrics.stage, name).set(len(table))
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def final_metrics(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
+        """Leave the last counts behind (after the final commit): a drained worker's
+        figures stay readable once its /metrics is gone."""
+        path = Path(app.conf.datadir) / EXIT_METRICS
+        try:
+            path.write_bytes(metrics.exposition())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
 
 
 def dlq_headers(ref: RecordRef, error: str, stage: str) -> list[tuple[str, bytes]]:
