@@ -21,7 +21,7 @@ import click
 from pipelines import admin
 from pipelines.catalog import APP_IDS
 from pipelines.cli.common import bootstrap_option, fail_line, make_settings, note
-from pipelines.stages.faustapp import DEFAULT_WEB_PORTS
+from pipelines.stages.faustapp import DEFAULT_WEB_PORTS, prepare_state_dir, worker_dir
 
 PR_SET_PDEATHSIG = 1
 
@@ -84,6 +84,9 @@ def worker(
     }
     if name:
         env["SLUICE_WORKER_NAME"] = name
+    app_id = settings.group(APP_IDS[stage])
+    if prepare_state_dir(worker_dir(settings, app_id, port, name)):
+        note("the last run of this worker did not stop cleanly: tables restore from changelogs")
     cmd = [
         sys.executable,
         "-m",

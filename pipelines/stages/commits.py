@@ -35,6 +35,7 @@ every record passes, and the controller seeks back when it releases a partition.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 STALE_S = 30.0  # how long records past a sought offset count as fetched before the seek
+REVOKE_COMMIT_S = 5.0  # a commit in the revoke callback must not stall the rebalance
 STALL_S = 15.0  # a head hole older than this is re-read; a slow record takes far less
 
 
@@ -76,16 +78,22 @@ def _patch_seeks() -> None:
     driver = faust_aiokafka.Consumer
     base_seek_to_committed = driver.seek_to_committed
 
+    def streamed(consumer: Any, topic: str) -> bool:
+        # Only stream inputs: table changelogs are read by Faust's recovery, which seeks
+        # on its own and may read them compacted (with holes).
+        return bool(consumer.app.topics.acks_enabled_for(topic))
+
     async def seek(self: Consumer, partition: TP, offset: int) -> None:
         await base_seek(self, partition, offset)
-        _expected(self)[TP(partition.topic, partition.partition)] = (offset, time.monotonic())
+        if streamed(self, partition.topic):
+            _expected(self)[TP(partition.topic, partition.partition)] = (offset, time.monotonic())
 
     async def seek_to_committed(self: Any) -> Any:
         offsets = await base_seek_to_committed(self)
         now = time.monotonic()
         expected = _expected(self)
         for tp, offset in offsets.items():
-            if offset is not None and offset >= 0:
+            if offset is not None and offset >= 0 and streamed(self, tp.topic):
                 expected[TP(tp.topic, tp.partition)] = (offset, now)
         return offsets
 
@@ -120,6 +128,72 @@ def hold_partitions(consumer: Any, hold: Callable[[TP], bool]) -> None:
     consumer._sluice_hold = hold
 
 
+async def commit_now(consumer: Consumer, tries: int = 3) -> bool:
+    """Commit what is acknowledged now, after (not instead of) a commit in flight."""
+    for _ in range(tries):
+        await consumer.maybe_wait_for_commit_to_finish()
+        if await consumer.commit(start_new_transaction=False):
+            return True
+    return False
+
+
+def _positions(consumer: Any) -> str:
+    """Committed offset, first unacknowledged gap and read offset per stream partition."""
+    parts = []
+    for tp in sorted(consumer._acked.keys() | consumer._committed_offset.keys()):
+        acked = consumer._acked.get(tp) or []
+        parts.append(
+            f"{tp.topic.rsplit('.', 1)[-1]}[{tp.partition}] committed="
+            f"{consumer._committed_offset.get(tp)} acked={min(acked) if acked else None}.."
+            f"{max(acked) if acked else None}/{len(acked)} read={consumer._read_offset.get(tp)}"
+        )
+    return "; ".join(parts)
+
+
+def _patch_final_commit() -> None:
+    """Make the commit at shutdown happen even while the timer's commit is in flight.
+
+    Faust's `commit()` returns without committing when another commit is running (it only
+    waits for that one), and the periodic commit often is when a worker stops under load:
+    the last second of work would stay uncommitted and be done again by the worker that
+    takes the partitions over. A drained worker must hand over exactly where it stopped.
+    """
+    base = Consumer.commit_and_end_transactions
+
+    async def commit_and_end_transactions(self: Consumer) -> None:
+        if not await commit_now(self):
+            await base(self)
+        log.debug("final commit: %s", _positions(self))
+
+    Consumer.commit_and_end_transactions = commit_and_end_transactions  # type: ignore[method-assign]
+
+
+def _patch_commit_on_revoke() -> None:
+    """Commit what is done before a rebalance takes partitions away.
+
+    Faust drops its bookkeeping of revoked partitions first and commits afterwards, so
+    the work done since the last timer commit is discarded and the next owner does it
+    again (up to a commit interval's worth on every member at every rebalance). Kafka's
+    own advice is to commit in the revoke callback; records still in flight are not
+    acknowledged yet and stay uncommitted, which is the documented bound.
+    """
+    base = Consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(self: Consumer, revoked: Any) -> None:
+        # What Faust does a moment later anyway (stop handing records to the streams, let
+        # the ones in progress finish), but before its bookkeeping is dropped, so that
+        # the commit at the end of wait_empty still covers them.
+        self.stop_flow()
+        self.app.flow_control.suspend()
+        try:
+            await asyncio.wait_for(self.wait_empty(), timeout=REVOKE_COMMIT_S)
+        except Exception as exc:  # the next owner redoes the work: late, never lost
+            log.warning("commit before revoking %d partitions failed: %r", len(revoked), exc)
+        await base(self, revoked)
+
+    Consumer.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
+
+
 def _patch_new_offset() -> None:
     """Make every Faust consumer refuse to commit across a hole at the head."""
     if getattr(Consumer, "_sluice_guarded", False):
@@ -134,6 +208,8 @@ def _patch_new_offset() -> None:
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer._sluice_guarded = True  # type: ignore[attr-defined]
     _patch_seeks()
+    _patch_final_commit()
+    _patch_commit_on_revoke()
 
 
 class HoleHealer:

@@ -223,8 +223,20 @@ class Controller:
             "low": self.settings.backpressure.low,
             "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in self.paused_tps),
             "in_flight": sum(len(keys) for keys in self.inflight.values()),
+            # the last entry record taken per partition (a drained worker's hand-over point)
+            "last_taken": {f"{t}[{p}]": offset for (t, p), offset in self.last_taken.items()},
+            "committed": self._committed(),
             "transitions": self.signal.state.transitions,
             "updated_at": int(time.time() * 1000),
+        }
+
+    def _committed(self) -> dict[str, int | None]:
+        """This worker's committed offset for each entry partition it took records from."""
+        consumer: Any = self.app.consumer  # Faust's bookkeeping is not in its interface
+        offsets = getattr(consumer, "_committed_offset", {})
+        return {
+            f"{t}[{p}]": next((o for tp, o in offsets.items() if tp == (t, p)), None)
+            for t, p in self.last_taken
         }
 
     def _write_state(self) -> None:
@@ -254,5 +266,9 @@ def install(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def backpressure_on_assigned(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
         controller.on_assigned()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def backpressure_final_state(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
+        controller._write_state()  # after the final commit: what this worker handed over
 
     return controller

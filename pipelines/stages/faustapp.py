@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ JSON_STATE: faust.Schema[bytes, Any] = faust.Schema(
     key_type=bytes, key_serializer="raw", value_serializer="json"
 )
 EXIT_METRICS = "metrics-at-exit.prom"  # in the worker's data directory
+CLEAN_MARK = "clean-shutdown"  # ditto: local tables match the changelogs
 DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
 
 
@@ -47,10 +49,32 @@ def web_port(stage: str) -> int:
     return int(os.environ.get("SLUICE_WEB_PORT", DEFAULT_WEB_PORTS[stage]))
 
 
-def worker_dir(settings: Settings, app_id: str, port: int) -> Path:
+def worker_dir(settings: Settings, app_id: str, port: int, name: str | None = None) -> Path:
     """Per-worker table storage: two workers on one host must not share a RocksDB."""
-    name = os.environ.get("SLUICE_WORKER_NAME") or f"{socket.gethostname()}-{port}"
+    name = name or os.environ.get("SLUICE_WORKER_NAME") or f"{socket.gethostname()}-{port}"
     return settings.data_dir / "faust" / app_id / name
+
+
+def prepare_state_dir(directory: Path) -> bool:
+    """Before a worker starts: keep its local tables only if it last stopped cleanly.
+
+    A table write lands in the local RocksDB at once and in its changelog topic only when
+    Faust's producer gets to it. After a crash the local store can hold writes Kafka never
+    got, while the input offsets that caused them were not committed: the restarted
+    worker would then believe an order already ended (its outcome exists only locally)
+    and never publish it. So unless the last run left CLEAN_MARK (written after its final
+    commit), the local state is discarded and restored from the changelogs, which are
+    the truth. Returns True when state was discarded.
+    """
+    mark = directory / CLEAN_MARK
+    discard = directory.exists() and any(directory.iterdir()) and not mark.exists()
+    if discard:
+        log.warning(
+            "%s: last run did not stop cleanly; restoring tables from changelogs", directory
+        )
+        shutil.rmtree(directory)
+    mark.unlink(missing_ok=True)
+    return discard
 
 
 def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
@@ -217,11 +241,12 @@ def install_web(
     async def final_metrics(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
         """Leave the last counts behind (after the final commit): a drained worker's
         figures stay readable once its /metrics is gone."""
-        path = Path(app.conf.datadir) / EXIT_METRICS
+        directory = Path(app.conf.datadir)
         try:
-            path.write_bytes(metrics.exposition())
+            (directory / EXIT_METRICS).write_bytes(metrics.exposition())
+            (directory / CLEAN_MARK).write_text(f"{time.time():.0f}\n")
         except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
+            log.warning("cannot write to %s: %s", directory, exc)
 
 
 def dlq_headers(ref: RecordRef, error: str, stage: str) -> list[tuple[str, bytes]]:

@@ -6,9 +6,11 @@ offset). The saga tells the two apart by the source coordinates it stores with e
 decision: a replay of the deciding record re-emits the decision's idempotent side
 effects (notifications keyed by notification id, stock releases keyed by request,
 the status), because a crash may have lost them; a duplicate changes nothing. The
-terminal event itself is never re-emitted here: the stage writes it through a table
-whose changelog *is* the output topic, so "already ended" and "outcome published" are
-one and the same record (see `pipelines.orders`).
+terminal event is written through a table whose changelog *is* the output topic, so
+"already ended" (`terminal`) and "outcome published" are one and the same record (see
+`pipelines.orders`). The decided state lives in another table, though, and a crash can
+land one write and lose the other: a decided order that is not `terminal` gets its
+outcome published again (it cannot duplicate, since the outcome is not there).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def on_placed(
 ) -> Effects:
     """An OrderPlaced arrived (first time, replayed, or duplicated)."""
     if state is not None:
-        return _placed_again(state, source, now_ms)
+        return _placed_again(state, source, now_ms, terminal=terminal)
     verdict = rules.validate(order)
     if not verdict.ok:
         decision = {
@@ -76,12 +78,10 @@ def on_placed(
     )
 
 
-def _placed_again(state: State, source: Source, now_ms: int) -> Effects:
+def _placed_again(state: State, source: Source, now_ms: int, *, terminal: bool) -> Effects:
     decision = state.get("decided")
     if decision is not None:
-        if tuple(decision["by"]) == source:
-            return _side_effects(state, decision, now_ms)
-        return Effects(note="duplicate of an ended order")
+        return _decided_again(state, decision, source, now_ms, terminal=terminal)
     if tuple(state["placed_by"]) != source:
         return Effects(note="duplicate of an order in progress")
     order = state["order"]
@@ -107,9 +107,7 @@ def on_result(
         return Effects(note="result for no order in progress" if state is None else "release ack")
     decision = state.get("decided")
     if decision is not None:
-        if tuple(decision["by"]) == source:
-            return _side_effects(state, decision, now_ms)
-        return Effects(note="result after the order ended")
+        return _decided_again(state, decision, source, now_ms, terminal=terminal)
     index = str(result["line_index"])
     if index in state["results"]:
         return Effects(note="duplicate result")
@@ -151,6 +149,19 @@ def _verdict(state: State, config: SagaConfig, source: Source) -> dict[str, Any]
         decision.update(reason="PAYMENT_DECLINED", detail=payment.detail)
         return decision
     return {"by": list(source), "releases": [], "kind": "confirmed", "payment_id": payment.detail}
+
+
+def _decided_again(
+    state: State, decision: Mapping[str, Any], source: Source, now_ms: int, *, terminal: bool
+) -> Effects:
+    """An event for a decided order: the deciding record replayed, or a duplicate."""
+    if tuple(decision["by"]) == source:
+        effects = _side_effects(state, decision, now_ms)
+    else:
+        effects = Effects(note="duplicate of an ended order")
+    if not terminal:  # the decision was stored but its outcome lost in a crash
+        effects.outcome = (decision["kind"], _outcome(state["order"], decision))
+    return effects
 
 
 def _decide(state: State, decision: dict[str, Any], now_ms: int, *, publish: bool) -> Effects:

@@ -54,7 +54,26 @@ def wait_for_outcomes(
     tails = ""
     if workers_ is not None:
         tails = "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in workers_.workers)
-    raise AssertionError(f"{len(missing)} orders without outcome, e.g. {missing[:5]}\n{tails}")
+    trail = _trail(settings, set(missing[:5]))
+    raise AssertionError(
+        f"{len(missing)} orders without outcome, e.g. {missing[:5]}\n{trail}\n{tails}"
+    )
+
+
+def _trail(settings: Settings, order_ids: set[str]) -> str:
+    """Where some stuck orders got to: their records on the order stage's topics."""
+    lines = []
+    for topic in ("orders.placed", "orders.status", "inventory.reservations", "inventory.results"):
+        for row in read(settings, topic, StartAt("beginning")):
+            value = row.get("value") or {}
+            if value.get("order_id") in order_ids or row.get("key") in order_ids:
+                brief = {
+                    k: v
+                    for k, v in value.items()
+                    if k in ("status", "sku", "line_index", "action", "outcome")
+                }
+                lines.append(f"{topic}[{row['partition']}]@{row['offset']} {row['key']} {brief}")
+    return "\n".join(lines)
 
 
 STAGE_INPUTS = {

@@ -123,6 +123,28 @@ def test_replay_of_the_deciding_record_resends_side_effects_not_the_outcome() ->
     ]
 
 
+def test_decided_state_whose_outcome_a_crash_lost_publishes_it_again() -> None:
+    """The decided state and the outcome are writes to two tables; a crash between them
+    leaves a decided order with no outcome on the topic (not terminal). Whatever event
+    of that order comes next publishes the outcome, the same one as decided."""
+    state, decided = _run([_result(0), _result(1)])
+    assert decided.outcome is not None
+    replay = saga.on_result(
+        state,
+        _result(1),
+        terminal=False,
+        source=("inventory.results", 0, 101),
+        now_ms=8,
+        config=CFG,
+    )
+    assert replay.outcome == decided.outcome
+    duplicate = saga.on_placed(
+        state, ORDER, terminal=False, source=("orders.placed", 0, 99), now_ms=9, config=CFG
+    )
+    assert duplicate.outcome == decided.outcome
+    assert duplicate.reservations == []
+
+
 def test_duplicates_change_nothing() -> None:
     state, _ = _run([_result(0), _result(1)])
     again = saga.on_placed(
