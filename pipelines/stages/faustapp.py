@@ -77,6 +77,25 @@ def prepare_state_dir(directory: Path) -> bool:
     return discard
 
 
+def idempotent_faust_producer() -> None:
+    """Give every Faust producer `enable_idempotence` (faust-streaming does only in
+    transactions). When a broker dies mid-request the producer retries the batch; without
+    idempotence the retry can append it twice, and an outcome record (our table changelog
+    *is* the output topic) would appear twice. Found by the broker-failover test."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    producer = faust_aiokafka.Producer
+    if getattr(producer, "_sluice_idempotent", False):
+        return
+    base = producer._settings_extra
+
+    def settings_extra(self: Any) -> Mapping[str, Any]:
+        return {**base(self), "acks": "all", "enable_idempotence": True}
+
+    producer._settings_extra = settings_extra  # type: ignore[method-assign]
+    producer._sluice_idempotent = True  # type: ignore[attr-defined]
+
+
 def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
     """A Faust app for `stage`, configured from `settings` only."""
     app_id = settings.group(APP_IDS[stage])
@@ -110,6 +129,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         **extra,
     )
     commits.install(app)
+    idempotent_faust_producer()
     return app
 
 

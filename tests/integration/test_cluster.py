@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -88,3 +90,74 @@ def test_unknown_node_is_refused(cluster: LocalCluster) -> None:
 
     with pytest.raises(LocalKafkaError, match="no node 9"):
         cluster.kill(9)
+
+
+def test_the_pipeline_keeps_its_invariants_while_brokers_die(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Orders and notifications run while a broker is SIGKILLed and restarted every 20 s
+    (the active KRaft controller every other time): RF=3, min.insync.replicas=2,
+    idempotent producers with acks=all. Afterwards each order has one terminal event,
+    stock adds up, and each notification has exactly one result."""
+    from pipelines import rules
+    from pipelines.localkafka.chaos import BrokerChaos
+    from pipelines.providers import ProvidersConfig, providers_in_thread
+    from pipelines.settings import NotificationSettings
+    from producers.generator import GeneratorConfig, OrderGenerator
+    from producers.inventory import seed_inventory
+    from producers.orders import OrderRun, produce_orders
+    from tests.integration.test_orders import _check_invariants
+    from tests.support import pipeline
+
+    cluster.up()
+    count = 1200
+    with providers_in_thread(ProvidersConfig(smtp_port=0, http_port=0)) as handle:
+        settings = Settings(
+            bootstrap_servers=cluster.bootstrap,
+            topic_prefix=f"fo{uuid.uuid4().hex[:6]}.",
+            data_dir=tmp_path / "sluice",
+            notifications=NotificationSettings(retry_delays_s=(1.0, 2.0, 4.0)),
+            delivery=handle.delivery_settings(),
+        )
+        admin.ensure_topics(settings)
+        seed_inventory(settings, 200)
+        with pipeline.workers(settings, tmp_path / "logs") as fleet:
+            for stage in ("orders", "notifications"):
+                fleet.start(stage).wait_ready(timeout=120)
+            chaos = BrokerChaos(cluster, period_s=20, down_s=5)
+            chaos.start()
+            try:
+                stats = produce_orders(
+                    settings, OrderRun(count=count, rate=20, generator=GeneratorConfig(seed=61))
+                )
+            finally:
+                faults = chaos.stop()
+            assert chaos.error is None, chaos.error
+            assert stats.failed == 0
+            assert len(faults) >= 2  # a restarted node takes ~20 s to rejoin on 2 cores
+            assert any(f.was_controller for f in faults), faults
+            assert sorted(cluster.running_nodes()) == [1, 2, 3]
+            gen = OrderGenerator(GeneratorConfig(seed=61))
+            ids = {gen.order_id(n) for n in range(count)}
+            found = pipeline.wait_for_outcomes(settings, ids, 300, fleet)
+            _check_invariants(settings, found, ids)
+            expected = sum(len(rules.channels_for(e[0]["customer_id"])) for e in found.values())
+            results = _results(settings, expected, timeout=240)
+    assert len(results) == expected
+    assert all(n == 1 for n in results.values()), "a notification has two results"
+
+
+def _results(settings: Settings, expected: int, timeout: float) -> dict[str, int]:
+    """Results per notification id, once there is one for each expected id."""
+    from consumers.tail import StartAt, read
+
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {}
+        for row in read(settings, "notifications.results", StartAt("beginning")):
+            counts[row["key"]] = counts.get(row["key"], 0) + 1
+        if len(counts) >= expected:
+            return counts
+        time.sleep(2)
+    raise AssertionError(f"{len(counts)} of {expected} notifications have a result")
