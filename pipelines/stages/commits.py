@@ -196,7 +196,7 @@ def _patch_commit_on_revoke() -> None:
 
 def _patch_new_offset() -> None:
     """Make every Faust consumer refuse to commit across a hole at the head."""
-    if getattr(Consumer, "_sluice_guarded", False):
+    if getattr(Consumer, "_sluice_commits_patched", False):
         return
     original = Consumer._new_offset
 
@@ -206,7 +206,7 @@ def _patch_new_offset() -> None:
         return original(self, tp)
 
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-    Consumer._sluice_guarded = True  # type: ignore[attr-defined]
+    Consumer._sluice_commits_patched = True  # type: ignore[attr-defined]
     _patch_seeks()
     _patch_final_commit()
     _patch_commit_on_revoke()

@@ -98,7 +98,7 @@ class Controller:
         decision is also enforced where records are fetched (`commits.hold_partitions`).
         """
         consumer = self.app.consumer
-        if getattr(consumer, "_sluice_guarded", False):
+        if getattr(consumer, "_sluice_resume_guarded", False):
             return
         commits.hold_partitions(consumer, self.holds)
         original = consumer.resume_partitions
@@ -109,7 +109,7 @@ class Controller:
             return original({tp for tp in tps if tp not in held})
 
         consumer.resume_partitions = resume_partitions  # type: ignore[method-assign]
-        consumer._sluice_guarded = True  # type: ignore[attr-defined]
+        consumer._sluice_resume_guarded = True  # type: ignore[attr-defined]
 
     async def tick(self) -> None:
         """Measure, decide, and make the consumer match the decision."""
