@@ -8,7 +8,6 @@ source disagree), and verified, never altered, when they already exist.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
 from pipelines.catalog import TopicSpec, all_specs, replication_for
-from pipelines.errors import BrokerUnavailable, TopicError
+from pipelines.clientdiag import explain, quiet_logger
+from pipelines.errors import BrokerUnavailable, SluiceError, TopicError
 from pipelines.settings import Settings
 
-# Admin probes of a broker that may be down would log a connection error per retry.
-_quiet = logging.getLogger("sluice.kafka.admin")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
+# Admin probes of a broker that may be down would log a connection error per retry; they
+# log into a FailureLog instead, which explains a timeout (refused login, TLS trouble).
+_quiet, _failures = quiet_logger("sluice.kafka.admin")
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def describe_cluster(settings: Settings, timeout: float | None = None) -> Cluste
         desc = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
         metadata = admin.list_topics(timeout=timeout)
     except (KafkaException, TimeoutError) as exc:
-        raise _unavailable(settings, exc) from None
+        raise _unavailable(settings, exc, admin) from None
     brokers = tuple(sorted((n.id, f"{n.host}:{n.port}") for n in desc.nodes))
     controller = desc.controller.id if desc.controller is not None else None
     topics = [t for t in metadata.topics if not t.startswith("__")]
@@ -77,10 +76,11 @@ def describe_cluster(settings: Settings, timeout: float | None = None) -> Cluste
 
 def list_topics(settings: Settings) -> dict[str, TopicState]:
     """Every topic on the cluster (internal ones excluded) with its shape."""
+    client = admin_client(settings)
     try:
-        metadata = admin_client(settings).list_topics(timeout=settings.request_timeout_s)
+        metadata = client.list_topics(timeout=settings.request_timeout_s)
     except KafkaException as exc:
-        raise _unavailable(settings, exc) from None
+        raise _unavailable(settings, exc, client) from None
     states: dict[str, TopicState] = {}
     for name, topic in metadata.topics.items():
         if name.startswith("__") or topic.error is not None:
@@ -88,6 +88,27 @@ def list_topics(settings: Settings) -> dict[str, TopicState]:
         replicas = max((len(p.replicas) for p in topic.partitions.values()), default=0)
         states[name] = TopicState(name, len(topic.partitions), replicas)
     return states
+
+
+def unauthorized_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Those of `names` this principal may not even describe (an ACL keeps them hidden).
+
+    Listing all topics silently leaves such topics out, which would read as "unknown
+    topic"; asking for each by name returns the authorization error instead.
+    """
+    client = admin_client(settings)
+    denied = []
+    for name in names:
+        try:
+            topic = client.list_topics(topic=name, timeout=settings.request_timeout_s).topics.get(
+                name
+            )
+        except KafkaException as exc:
+            raise _unavailable(settings, exc, client) from None
+        error = topic.error if topic is not None else None
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            denied.append(name)
+    return denied
 
 
 def ensure_topics(
@@ -218,7 +239,13 @@ def _reason(exc: BaseException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(err)
 
 
-def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+def _unavailable(settings: Settings, exc: BaseException, client: AdminClient) -> SluiceError:
+    """Why the cluster did not answer: a refused login or TLS failure if the log says so."""
+    _failures.lines.clear()
+    client.poll(0.2)  # librdkafka hands its log lines over on poll
+    found = explain(settings.bootstrap_servers, settings.security, list(_failures.lines))
+    if found is not None:
+        return found
     return BrokerUnavailable(
         f"no Kafka broker answered at {settings.bootstrap_servers} ({_reason(exc)}); "
         "start one with `sluice kafka up` or set KAFKA_BOOTSTRAP_SERVERS"

@@ -38,6 +38,14 @@ class BrokerUnavailable(SluiceError):
     retriable = True
 
 
+class AuthenticationFailed(SluiceError):
+    """The brokers refused the client's credentials (wrong user or password, no SASL)."""
+
+
+class NotAuthorized(SluiceError):
+    """The principal may not do this (a missing ACL): least privilege working as meant."""
+
+
 class TopicError(SluiceError):
     """A topic is missing, or exists with a shape the catalog does not allow."""
 

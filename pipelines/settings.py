@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,41 @@ class SecuritySettings(BaseModel):
             conf["ssl.certificate.location"] = str(self.cert_file)
             conf["ssl.key.location"] = str(self.key_file)
         return conf
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context asyncio clients (aiokafka, Faust) need; None without TLS.
+
+        Verifies the broker against `ca_file` (or the system store) including its host
+        name, and presents the client certificate when one is set (mutual TLS).
+        """
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+    def aiokafka(self) -> dict[str, Any]:
+        """aiokafka keyword arguments for this security setup."""
+        conf: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_tls:
+            conf["ssl_context"] = self.ssl_context()
+        if self.sasl_mechanism:
+            conf["sasl_mechanism"] = self.sasl_mechanism
+            conf["sasl_plain_username"] = self.username
+            password = self.password.get_secret_value() if self.password else None
+            conf["sasl_plain_password"] = password
+        return conf
+
+    def describe(self) -> str:
+        """Who a client logs in as, for messages: never the password."""
+        if self.sasl_mechanism:
+            return f"user {self.username!r} ({self.sasl_mechanism} over {self.protocol})"
+        return self.protocol
 
 
 class OrdersSettings(BaseModel):
@@ -257,13 +293,8 @@ class Settings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client_id,
-            "security_protocol": self.security.protocol,
+            **self.security.aiokafka(),
         }
-        if self.security.sasl_mechanism:
-            conf["sasl_mechanism"] = self.security.sasl_mechanism
-            conf["sasl_plain_username"] = self.security.username
-            password = self.security.password
-            conf["sasl_plain_password"] = password.get_secret_value() if password else None
         conf.update(overrides)
         return conf
 

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from pipelines import admin
-from pipelines.errors import SluiceError, TopicError
+from pipelines.errors import NotAuthorized, SluiceError, TopicError
 from pipelines.settings import Settings
 from pipelines.stats import Reservoir, rounded
 
@@ -172,6 +172,13 @@ def require_topics(settings: Settings, *topics: str) -> None:
     """Fail fast, with the fix in the message, when a topic does not exist on the cluster."""
     existing = admin.list_topics(settings)
     missing = [t for t in topics if settings.topic(t) not in existing]
+    denied = admin.unauthorized_topics(settings, [settings.topic(t) for t in missing])
+    if denied:
+        raise NotAuthorized(
+            f"{settings.security.describe()} may not use topic {', '.join(denied)} on "
+            f"{settings.bootstrap_servers}: no ACL allows it (log in as the principal that "
+            "owns it, or ask an admin for access)"
+        )
     if missing:
         raise TopicError(
             f"unknown topic {', '.join(settings.topic(t) for t in missing)} on "

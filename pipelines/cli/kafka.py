@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
+from pipelines.acls import apply_acls, grants
 from pipelines.admin import describe_cluster
 from pipelines.cli.common import (
     bootstrap_option,
@@ -21,6 +23,7 @@ from pipelines.cli.common import (
 )
 from pipelines.errors import BrokerUnavailable
 from pipelines.localkafka import LocalCluster
+from pipelines.localkafka.secure import ADMIN, CLIENTS
 
 
 @click.group()
@@ -61,6 +64,12 @@ def kafka() -> None:
     show_default=True,
     help="Seconds to wait for the brokers to answer.",
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="SASL_SSL (SCRAM-SHA-512) client listener, mTLS controller listener, ACLs of least "
+    "privilege; a throwaway CA, certificates and one user per stage are made on first use.",
+)
 @data_dir_option
 def up(
     *,
@@ -68,12 +77,15 @@ def up(
     port: int | None,
     heap_mb: int | None,
     timeout: float,
+    secure: bool,
     data_dir: Path | None,
 ) -> None:
     """Start the local Kafka and wait until it answers; print its bootstrap servers.
 
     Safe to repeat: on a running cluster it says so and exits 0. Data survives `down`
-    (use `down --purge` to start empty).
+    (use `down --purge` to start empty). With --secure, each principal's client settings
+    are written to `<data dir>/secure/<principal>.env`; load one with
+    `set -a; . <file>; set +a` and every sluice command logs in as that principal.
     """
     settings = make_settings()
     root = kafka_root(settings, data_dir)
@@ -83,6 +95,7 @@ def up(
         port,
         heap_mb=heap_mb,
         partitions=settings.partitions,
+        secure=True if secure else None,
         progress=note,
     )
     result = cluster.up(timeout=timeout)
@@ -96,6 +109,64 @@ def up(
             f"{result.seconds:.1f}s with {cluster.brokers} node(s); logs in {root}"
         )
     console.print(f"bootstrap servers: {result.bootstrap}")
+    if cluster.secure:
+        _secure_summary(cluster, settings.topic_prefix)
+
+
+def _secure_summary(cluster: LocalCluster, prefix: str) -> None:
+    """Apply the ACLs and say where each principal's settings are (never the passwords)."""
+    count = apply_acls(cluster.client_settings(ADMIN), prefix)
+    console.print(
+        f"security: SASL_SSL with SCRAM-SHA-512; {count} ACL entries for prefix {prefix!r}"
+    )
+    for principal in (ADMIN, *CLIENTS):
+        console.print(f"  {principal:<14} {cluster.material.env_file(principal)}")
+    console.print("load one with: set -a; . <file>; set +a")
+
+
+@kafka.command()
+@click.option(
+    "--topic-prefix",
+    default=None,
+    help="The pipeline's topic/group prefix.  [default: SLUICE_TOPIC_PREFIX, or none]",
+)
+@click.option("--dry-run", is_flag=True, help="Print the entries; create nothing.")
+@bootstrap_option
+@data_dir_option
+@json_option
+def acls(
+    topic_prefix: str | None,
+    dry_run: bool,
+    bootstrap_servers: str | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Create the least-privilege ACLs of every stage's principal (safe to repeat).
+
+    Runs as the admin principal: the local secure cluster's admin, or whoever
+    SLUICE_SECURITY__* names. Each principal may read its inputs, write its outputs, use
+    its own group and internal topics, and nothing else; --dry-run shows the list.
+    """
+    settings = make_settings(bootstrap_servers)
+    prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
+    entries = grants(prefix)
+    if dry_run:
+        rows = [dataclasses.asdict(g) for g in entries]
+        if as_json:
+            print_json(rows)
+        else:
+            for g in entries:
+                console.print(
+                    f"User:{g.principal:<14} {g.operation:<9} {g.resource} {g.pattern} {g.name}"
+                )
+        return
+    local = LocalCluster(kafka_root(settings, data_dir))
+    if local.secure and not bootstrap_servers and settings.security.protocol == "PLAINTEXT":
+        settings = local.client_settings(ADMIN)
+    count = apply_acls(settings, prefix)
+    console.print(
+        f"{count} ACL entries in place for prefix {prefix!r} at {settings.bootstrap_servers}"
+    )
 
 
 @kafka.command()
@@ -126,7 +197,10 @@ def status(bootstrap_servers: str | None, data_dir: Path | None, as_json: bool) 
     local = LocalCluster(kafka_root(settings, data_dir))
     state = local.state()
     if state is not None and not bootstrap_servers:
-        settings = make_settings(local.bootstrap)
+        if local.secure and settings.security.protocol == "PLAINTEXT":
+            settings = local.client_settings(ADMIN)
+        else:
+            settings = make_settings(local.bootstrap)
     report: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "up": False}
     if state is not None:
         report["local"] = {
@@ -137,8 +211,8 @@ def status(bootstrap_servers: str | None, data_dir: Path | None, as_json: bool) 
                     "pid": state.pids.get(str(n.node_id)),
                     "running": n.node_id in local.running_nodes(),
                     "listeners": [
-                        f"PLAINTEXT://{n.bootstrap}",
-                        f"CONTROLLER://127.0.0.1:{n.controller_port}",
+                        f"{'SASL_SSL' if local.secure else 'PLAINTEXT'}://{n.bootstrap}",
+                        f"CONTROLLER{'(mTLS)' if local.secure else ''}://127.0.0.1:{n.controller_port}",
                     ],
                 }
                 for n in local.nodes
@@ -171,7 +245,7 @@ def _show_status(report: dict[str, Any], as_json: bool) -> None:
     table.add_row("cluster id", str(report["cluster_id"]))
     table.add_row("controller", f"node {report['controller']}")
     for bid, addr in report["brokers"].items():
-        table.add_row(f"broker {bid}", f"PLAINTEXT://{addr}")
+        table.add_row(f"broker {bid}", addr)
     local = report.get("local")
     table.add_row("Kafka version", local["kafka_version"] if local else "n/a (not a local cluster)")
     table.add_row("topics", str(report["topics"]))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import BrokerUnavailable, LocalKafkaError
 from pipelines.localkafka import jars
@@ -32,6 +33,10 @@ from pipelines.localkafka.nodes import (
     server_properties,
 )
 from pipelines.localkafka.prereq import check_java
+from pipelines.localkafka.secure import ADMIN, MECHANISM, SecureMaterial, write_private
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -45,6 +50,7 @@ class ClusterState:
     base_port: int
     kafka_version: str
     pids: dict[str, int] = field(default_factory=dict)
+    secure: bool = False
 
     @classmethod
     def load(cls, path: Path) -> ClusterState | None:
@@ -83,6 +89,7 @@ class LocalCluster:
         *,
         heap_mb: int | None = None,
         partitions: int = 6,
+        secure: bool | None = None,
         progress: Progress = lambda _msg: None,
     ) -> None:
         if brokers not in (None, 1, 3):
@@ -93,7 +100,8 @@ class LocalCluster:
         state = ClusterState.load(self.state_file)
         self.brokers = state.brokers if state else (brokers or 1)
         self.base_port = state.base_port if state else (base_port or 9092)
-        self._requested = (brokers, base_port)
+        self.secure = state.secure if state else bool(secure)
+        self._requested = (brokers, base_port, secure)
         self.heap_mb = (
             heap_mb
             or int(os.environ.get("SLUICE_KAFKA_HEAP_MB", "0"))
@@ -104,6 +112,27 @@ class LocalCluster:
     @property
     def state_file(self) -> Path:
         return self.root / "cluster.json"
+
+    @property
+    def material(self) -> SecureMaterial:
+        """TLS and SCRAM material of a secure cluster (made on its first `up`)."""
+        return SecureMaterial(self.root / "secure")
+
+    def client_settings(self, principal: str = ADMIN, **overrides: Any) -> Settings:
+        """Settings for a client of this cluster, logged in as `principal` when secure."""
+        from pipelines.settings import SecuritySettings, Settings
+
+        if not self.secure:
+            return Settings(bootstrap_servers=self.bootstrap, **overrides)
+        env = self.material.client_env(principal, self.bootstrap)
+        security = SecuritySettings(
+            protocol="SASL_SSL",
+            sasl_mechanism=MECHANISM,
+            username=principal,
+            password=env["SLUICE_SECURITY__PASSWORD"],
+            ca_file=self.material.ca_cert,
+        )
+        return Settings(bootstrap_servers=self.bootstrap, security=security, **overrides)
 
     @property
     def nodes(self) -> list[NodeSpec]:
@@ -142,6 +171,8 @@ class LocalCluster:
             state.pids[str(node.node_id)] = self._spawn(node, java, classpath)
         state.save(self.state_file)
         self.wait_ready(timeout)
+        if self.secure:
+            self.material.write_env_files(self.bootstrap)
         return UpResult(self.bootstrap, False, time.monotonic() - started)
 
     def down(self, *, purge: bool = False, timeout: float = 30.0) -> list[str]:
@@ -201,9 +232,8 @@ class LocalCluster:
     def wait_ready(self, timeout: float) -> None:
         """Wait until every running node's broker answers metadata, or explain why not."""
         from pipelines.admin import describe_cluster
-        from pipelines.settings import Settings
 
-        settings = Settings(bootstrap_servers=self.bootstrap)
+        settings = self.client_settings(ADMIN)
         expected = set(self.running_nodes()) or {n.node_id for n in self.nodes}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -235,7 +265,13 @@ class LocalCluster:
     # -- internals ---------------------------------------------------------------------
 
     def _check_same_shape(self, state: ClusterState) -> None:
-        brokers, port = self._requested
+        brokers, port, secure = self._requested
+        if secure not in (None, state.secure):
+            kind = "secure" if state.secure else "plaintext"
+            raise LocalKafkaError(
+                f"{self.root} holds a {kind} cluster; use `sluice kafka down --purge` first "
+                "to change --secure, or another --data-dir"
+            )
         if brokers not in (None, state.brokers) or port not in (None, state.base_port):
             raise LocalKafkaError(
                 f"{self.root} holds a {state.brokers}-broker cluster on port {state.base_port}, "
@@ -245,7 +281,9 @@ class LocalCluster:
 
     def _fresh_state(self, version: str) -> ClusterState:
         cluster_id = _existing_cluster_id(self.nodes) or new_cluster_id()
-        return ClusterState(cluster_id, self.brokers, self.base_port, version)
+        if self.secure:
+            self.material.ensure()
+        return ClusterState(cluster_id, self.brokers, self.base_port, version, secure=self.secure)
 
     def _check_ports_free(self, nodes: list[NodeSpec]) -> None:
         for port in all_ports(nodes):
@@ -257,7 +295,11 @@ class LocalCluster:
 
     def _prepare(self, node: NodeSpec, state: ClusterState, java: str, classpath: str) -> None:
         node.logs_dir.mkdir(parents=True, exist_ok=True)
-        node.properties_file.write_text(server_properties(node, self.nodes, self.partitions))
+        secure = self.material.ensure().server_properties() if self.secure else None
+        # written owner-only: in secure mode it holds the broker's SCRAM password
+        write_private(
+            node.properties_file, server_properties(node, self.nodes, self.partitions, secure)
+        )
         meta = node.data_dir / "meta.properties"
         if meta.is_file():
             found = _read_cluster_id(meta)
@@ -280,10 +322,11 @@ class LocalCluster:
             f"--cluster-id={cluster_id}",
             "-c",
             str(node.properties_file),
+            *(self.material.scram_format_args() if self.secure else []),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
-            output = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+            output = _redact((proc.stdout + proc.stderr).strip(), self).splitlines()[-5:]
             raise LocalKafkaError(
                 f"could not format storage of node {node.node_id} in {node.data_dir} "
                 f"(corrupt data dir?): {' | '.join(output)}"
@@ -337,6 +380,15 @@ class LocalCluster:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+
+
+def _redact(text: str, cluster: LocalCluster) -> str:
+    """`text` with every SCRAM password of a secure cluster replaced (errors get printed)."""
+    if not cluster.secure or not cluster.material.users_file.is_file():
+        return text
+    for password in cluster.material.passwords().values():
+        text = text.replace(password, "***")
+    return text
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

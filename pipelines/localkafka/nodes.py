@@ -77,12 +77,22 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def server_properties(node: NodeSpec, nodes: list[NodeSpec], partitions: int) -> str:
+def server_properties(
+    node: NodeSpec,
+    nodes: list[NodeSpec],
+    partitions: int,
+    secure: dict[str, str] | None = None,
+) -> str:
     """server.properties for one node, sized for a small machine.
 
     Auto topic creation is off: pipeline topics come from the catalog with the partition
     count Faust's co-partitioning checks expect, never from a producer's first send.
+    With `secure` (from `SecureMaterial.server_properties`), the client listener is
+    SASL_SSL (SCRAM) and the controller listener mutual TLS, so no port takes a client
+    without credentials; otherwise both are PLAINTEXT on loopback.
     """
+    client = "SASL_SSL" if secure else "PLAINTEXT"
+    controller = "SSL" if secure else "PLAINTEXT"
     rf = replication_for(len(nodes))
     isr = min_insync_replicas(rf)
     voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in nodes)
@@ -90,11 +100,11 @@ def server_properties(node: NodeSpec, nodes: list[NodeSpec], partitions: int) ->
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://{HOST}:{node.broker_port},CONTROLLER://{HOST}:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{node.broker_port}",
+        "listeners": f"{client}://{HOST}:{node.broker_port},CONTROLLER://{HOST}:{node.controller_port}",
+        "advertised.listeners": f"{client}://{HOST}:{node.broker_port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": client,
+        "listener.security.protocol.map": f"{client}:{client},CONTROLLER:{controller}",
         "log.dirs": node.data_dir,
         "auto.create.topics.enable": "false",
         "num.partitions": partitions,
@@ -113,6 +123,7 @@ def server_properties(node: NodeSpec, nodes: list[NodeSpec], partitions: int) ->
         "num.recovery.threads.per.data.dir": 1,
         "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
         "log.cleaner.threads": 1,
+        **(secure or {}),
     }
     lines = ["# Written by `sluice kafka up`; regenerated on every start."]
     lines += [f"{key}={value}" for key, value in props.items()]

@@ -96,6 +96,29 @@ def idempotent_faust_producer() -> None:
     producer._sluice_idempotent = True  # type: ignore[attr-defined]
 
 
+def broker_auth(settings: Settings) -> dict[str, Any]:
+    """Faust's `broker_credentials`/`ssl_context` for the settings' security (none for PLAINTEXT).
+
+    Faust hands these to every client it makes (consumer, producer, topic admin), so
+    a stage logs in as one principal everywhere.
+    """
+    security = settings.security
+    if security.sasl_mechanism:
+        password = security.password.get_secret_value() if security.password else None
+        creds = faust.SASLCredentials(
+            username=security.username,
+            password=password,
+            ssl_context=security.ssl_context(),
+            mechanism=security.sasl_mechanism,
+        )
+        if security.protocol == "SASL_PLAINTEXT":
+            creds.ssl_context = None
+        return {"broker_credentials": creds}
+    if security.uses_tls:
+        return {"broker_credentials": faust.SSLCredentials(security.ssl_context())}
+    return {}
+
+
 def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
     """A Faust app for `stage`, configured from `settings` only."""
     app_id = settings.group(APP_IDS[stage])
@@ -126,6 +149,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         consumer_group_instance_id=settings.group_instance_id,
+        **broker_auth(settings),
         **extra,
     )
     commits.install(app)

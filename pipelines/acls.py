@@ -1,0 +1,171 @@
+"""Least-privilege ACLs, one role per principal, derived from the topic catalog.
+
+Each stage may read its inputs, write its outputs, use its own consumer group(s) and
+its own internal topics (changelogs, repartition and leader topics, all named after its
+Faust app id), and nothing else. The roles are declared here next to each other, so a
+review of who may touch what is one screen; `grants()` turns them into ACL entries for a
+topic prefix, and `apply_acls()` creates them through the admin principal.
+
+Why some entries exist:
+- a stage READs the catalog topics its tables use as changelogs (it restores from them)
+  and holds CREATE on them, because Faust declares every table's changelog at start
+  (a no-op for an existing topic, but an authorized request all the same);
+- an upstream stage DESCRIBEs the downstream group it watches for backpressure (its
+  committed offsets), and nothing more of it; the watched topics are ones it writes;
+- the producer principal also serves the intake API, which reads `orders.status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+from pipelines.admin import admin_client
+from pipelines.catalog import APP_IDS, RETRY_STEPS
+from pipelines.errors import SluiceError
+from pipelines.settings import Settings
+from pipelines.stages.relay import GROUP as RETRY_GROUP
+from pipelines.stages.windows import SOURCES as ANALYTICS_SOURCES
+
+Resource = Literal["topic", "group", "transactional_id"]
+Pattern = Literal["literal", "prefixed"]
+
+CHANNELS = ("notifications.email", "notifications.sms", "notifications.push")
+RETRIES = tuple(f"notifications.retry.{step}" for step in RETRY_STEPS)
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one principal may do, in catalog (unprefixed) names."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    creates: tuple[str, ...] = ()
+    describes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    watches_groups: tuple[str, ...] = ()
+    app_id: str | None = None  # owns the internal topics, group and transactional ids
+
+
+ROLES: dict[str, Role] = {
+    "producer": Role(
+        reads=("orders.status",),
+        writes=("orders.placed",),
+        watches_groups=(APP_IDS["orders"],),
+    ),
+    "orders": Role(
+        reads=(
+            "orders.placed",
+            "inventory.reservations",
+            "inventory.results",
+            "orders.confirmed",
+            "orders.rejected",
+            "orders.status",
+        ),
+        writes=(
+            "orders.confirmed",
+            "orders.rejected",
+            "orders.status",
+            "orders.dlq",
+            "inventory.reservations",
+            "inventory.results",
+            *CHANNELS,
+        ),
+        creates=("orders.confirmed", "orders.rejected", "orders.status"),
+        watches_groups=(APP_IDS["notifications"],),
+        app_id=APP_IDS["orders"],
+    ),
+    "notifications": Role(
+        reads=(*CHANNELS, *RETRIES, "notifications.results"),
+        writes=(*RETRIES, "notifications.results", "notifications.dlq"),
+        creates=("notifications.results",),
+        groups=(RETRY_GROUP,),
+        app_id=APP_IDS["notifications"],
+    ),
+    "analytics": Role(
+        reads=(*ANALYTICS_SOURCES, "analytics.windows"),
+        writes=("analytics.windows", "analytics.dlq"),
+        app_id=APP_IDS["analytics"],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One ACL entry: allow `principal` to do `operation` on a resource from any host."""
+
+    principal: str
+    resource: Resource
+    name: str
+    pattern: Pattern
+    operation: str
+
+    def binding(self) -> AclBinding:
+        """The entry as the admin API's AclBinding."""
+        return AclBinding(
+            _RESOURCES[self.resource],
+            self.name,
+            _PATTERNS[self.pattern],
+            f"User:{self.principal}",
+            "*",
+            AclOperation[self.operation],
+            AclPermissionType.ALLOW,
+        )
+
+
+_PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+_RESOURCES = {
+    "topic": ResourceType.TOPIC,
+    "group": ResourceType.GROUP,
+    "transactional_id": ResourceType.TRANSACTIONAL_ID,
+}
+
+
+def grants(prefix: str = "", roles: dict[str, Role] | None = None) -> list[Grant]:
+    """Every ACL entry of every role, with the pipeline's topic/group prefix applied."""
+    found: list[Grant] = []
+    for principal, role in (roles or ROLES).items():
+        found += _role_grants(principal, role, prefix)
+    return found
+
+
+def _role_grants(principal: str, role: Role, prefix: str) -> list[Grant]:
+    def each(
+        resource: Resource, names: Iterable[str], op: str, pattern: Pattern = "literal"
+    ) -> list[Grant]:
+        return [Grant(principal, resource, prefix + n, pattern, op) for n in names]
+
+    topics = {*role.reads, *role.writes, *role.creates, *role.describes}
+    out = each("topic", sorted(topics), "DESCRIBE")
+    out += each("topic", role.reads, "READ")
+    out += each("topic", role.writes, "WRITE")
+    out += each("topic", role.creates, "CREATE")
+    out += each("group", role.groups, "READ")
+    out += each("group", role.watches_groups, "DESCRIBE")
+    if role.app_id:
+        # the app's own group, and its internal topics, all named after the app id
+        out += each("group", [role.app_id], "READ")
+        out += each("topic", [role.app_id + "-"], "ALL", "prefixed")
+        out += each("transactional_id", [role.app_id], "ALL", "prefixed")
+    return out
+
+
+def apply_acls(admin: Settings, prefix: str | None = None) -> int:
+    """Create every role's ACLs through the admin principal; returns how many entries.
+
+    Creating an ACL that exists is a no-op on the broker, so this is safe to repeat.
+    """
+    entries = [g.binding() for g in grants(admin.topic_prefix if prefix is None else prefix)]
+    client = admin_client(admin)  # kept referenced until every future is done
+    futures = client.create_acls(entries, request_timeout=admin.request_timeout_s)
+    for binding, future in futures.items():
+        try:
+            future.result(timeout=admin.request_timeout_s + 5)
+        except KafkaException as exc:
+            raise SluiceError(f"could not create ACL {binding}: {exc.args[0].str()}") from None
+    return len(entries)
