@@ -17,16 +17,23 @@ Why some entries exist:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._acl import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+)
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
 from pipelines.admin import admin_client
-from pipelines.catalog import APP_IDS, RETRY_STEPS
+from pipelines.catalog import APP_IDS, CATALOG, INTERNAL, RETRY_STEPS, TopicSpec
 from pipelines.errors import SluiceError
 from pipelines.settings import Settings
 from pipelines.stages.relay import GROUP as RETRY_GROUP
@@ -93,6 +100,17 @@ ROLES: dict[str, Role] = {
         app_id=APP_IDS["analytics"],
     ),
 }
+
+
+def stage_specs(stage: str) -> list[TopicSpec]:
+    """The topics one stage touches (its role's catalog topics and its internal ones).
+
+    A worker makes sure these exist before it starts; asking for the whole catalog would
+    fail under ACLs, since a stage may not even see the other stages' topics.
+    """
+    role = ROLES[stage]
+    names = {*role.reads, *role.writes, *role.creates, *role.describes}
+    return [spec for spec in CATALOG if spec.name in names] + list(INTERNAL[stage])
 
 
 @dataclass(frozen=True)
@@ -168,4 +186,34 @@ def apply_acls(admin: Settings, prefix: str | None = None) -> int:
             future.result(timeout=admin.request_timeout_s + 5)
         except KafkaException as exc:
             raise SluiceError(f"could not create ACL {binding}: {exc.args[0].str()}") from None
+    _wait_enforced(client, entries, admin.request_timeout_s)
     return len(entries)
+
+
+def _wait_enforced(client: AdminClient, entries: list[AclBinding], timeout: float) -> None:
+    """Wait until a broker lists every new entry: ACLs reach brokers through the metadata
+    log, a moment after the controller accepted them, and a client starting right away
+    would otherwise be refused by a broker that has not seen its ACLs yet."""
+    wanted = set(entries)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = client.describe_acls(_EVERYTHING, request_timeout=timeout).result(timeout + 5)
+        if wanted <= set(found):
+            return
+        if time.monotonic() > deadline:
+            raise SluiceError(
+                f"{len(wanted - set(found))} new ACL entries not visible after {timeout:.0f}s"
+            )
+        time.sleep(0.2)
+
+
+_ANY = cast(str, None)  # the admin API's "match any" for names, principals and hosts
+_EVERYTHING = AclBindingFilter(
+    ResourceType.ANY,
+    _ANY,
+    ResourcePatternType.ANY,
+    _ANY,
+    _ANY,
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)

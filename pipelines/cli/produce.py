@@ -178,6 +178,8 @@ def _finish(stats: SendStats, as_json: bool, extra: dict[str, Any] | None = None
             if key != "errors" or value:
                 console.print(f"{key:>16}: {value}")
     if stats.failed:
+        reason, times = max(stats.errors.items(), key=lambda item: item[1], default=("?", 0))
+        fail_line(f"{stats.failed} of {stats.sent} records not delivered: {reason} ({times}x)")
         raise click.exceptions.Exit(1)
 
 

@@ -19,6 +19,7 @@ import types
 import click
 
 from pipelines import admin
+from pipelines.acls import stage_specs
 from pipelines.catalog import APP_IDS
 from pipelines.cli.common import bootstrap_option, fail_line, make_settings, note
 from pipelines.stages.faustapp import DEFAULT_WEB_PORTS, prepare_state_dir, worker_dir
@@ -73,7 +74,7 @@ def worker(
     spreads the partitions over them.
     """
     settings = make_settings(bootstrap_servers)
-    result = admin.ensure_topics(settings)
+    result = admin.ensure_topics(settings, stage_specs(stage))
     if result.created:
         note(f"created {len(result.created)} missing topic(s)")
     port = web_port or DEFAULT_WEB_PORTS[stage]
