@@ -50,6 +50,10 @@ class TopicError(SluiceError):
     """A topic is missing, or exists with a shape the catalog does not allow."""
 
 
+class StorageError(SluiceError):
+    """A directory Sluice must write to is unwritable, not a directory, or nearly full."""
+
+
 @dataclass(frozen=True)
 class RecordRef:
     """Where a record came from, and its raw bytes, for DLQs and replay."""

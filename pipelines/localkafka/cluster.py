@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.diskcheck import check_broker_dir
 from pipelines.errors import BrokerUnavailable, LocalKafkaError
 from pipelines.localkafka import jars
 from pipelines.localkafka.diagnose import failure_reason, log_tail
@@ -158,6 +159,7 @@ class LocalCluster:
             self._check_same_shape(state)
         if state is not None and set(self.running_nodes()) == {n.node_id for n in self.nodes}:
             return UpResult(self.bootstrap, True, 0.0)
+        check_broker_dir(self.root)  # unwritable or full: one clear StorageError (diskcheck)
         java = check_java()
         pom = jars.local_dir() / "pom.xml"
         classpath = jars.classpath(pom, self.progress)

@@ -23,6 +23,7 @@ from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipelines.catalog import APP_IDS
+from pipelines.diskcheck import check_worker_dir
 from pipelines.errors import RecordRef
 from pipelines.settings import Settings
 from pipelines.stages import commits
@@ -66,6 +67,7 @@ def prepare_state_dir(directory: Path) -> bool:
     commit), the local state is discarded and restored from the changelogs, which are
     the truth. Returns True when state was discarded.
     """
+    check_worker_dir(directory)  # unwritable or full: one clear StorageError, not a traceback
     mark = directory / CLEAN_MARK
     discard = directory.exists() and any(directory.iterdir()) and not mark.exists()
     if discard:
