@@ -142,22 +142,6 @@ def test_the_pipeline_keeps_its_invariants_while_brokers_die(
             found = pipeline.wait_for_outcomes(settings, ids, 300, fleet)
             _check_invariants(settings, found, ids)
             expected = sum(len(rules.channels_for(e[0]["customer_id"])) for e in found.values())
-            results = _results(settings, expected, timeout=240)
+            results = pipeline.notification_results(settings, expected, timeout=240)
     assert len(results) == expected
     assert all(n == 1 for n in results.values()), "a notification has two results"
-
-
-def _results(settings: Settings, expected: int, timeout: float) -> dict[str, int]:
-    """Results per notification id, once there is one for each expected id."""
-    from consumers.tail import StartAt, read
-
-    deadline = time.monotonic() + timeout
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = {}
-        for row in read(settings, "notifications.results", StartAt("beginning")):
-            counts[row["key"]] = counts.get(row["key"], 0) + 1
-        if len(counts) >= expected:
-            return counts
-        time.sleep(2)
-    raise AssertionError(f"{len(counts)} of {expected} notifications have a result")

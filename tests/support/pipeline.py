@@ -143,6 +143,20 @@ def _raw_rows(consumer: Consumer, topic: str) -> Iterator[tuple[bytes, bytes | N
         consumer.close()
 
 
+def notification_results(settings: Settings, expected: int, timeout: float) -> dict[str, int]:
+    """Results per notification id, once there is one for each of `expected` ids."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {}
+        for row in read(settings, "notifications.results", StartAt("beginning")):
+            counts[row["key"]] = counts.get(row["key"], 0) + 1
+        if len(counts) >= expected:
+            return counts
+        time.sleep(2)
+    raise AssertionError(f"{len(counts)} of {expected} notifications have a result")
+
+
 def confirmed_quantities(found: dict[str, list[dict[str, Any]]]) -> Counter[str]:
     """Units per SKU of every confirmed order."""
     units: Counter[str] = Counter()
