@@ -12,7 +12,8 @@ Why some entries exist:
   (a no-op for an existing topic, but an authorized request all the same);
 - an upstream stage DESCRIBEs the downstream group it watches for backpressure (its
   committed offsets), and nothing more of it; the watched topics are ones it writes;
-- the producer principal also serves the intake API, which reads `orders.status`.
+- the producer principal also serves the intake API, which reads `orders.status` and,
+  after a restart, re-reads its own recent writes on `orders.placed` (idempotency keys).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Role:
 
 ROLES: dict[str, Role] = {
     "producer": Role(
-        reads=("orders.status",),
+        reads=("orders.status", "orders.placed"),
         writes=("orders.placed",),
         watches_groups=(APP_IDS["orders"],),
     ),

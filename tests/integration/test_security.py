@@ -193,6 +193,7 @@ def test_the_whole_pipeline_keeps_its_invariants_with_acls_on(
             ids = {OrderGenerator(GeneratorConfig(seed=11)).order_id(n) for n in range(count)}
             found = pipeline.wait_for_outcomes(boss, ids, 120, orders)
             assert all(len(v) == 1 for v in found.values())
+            _intake_as_producer(secure, prefix, tmp_path)
             requested = _requested_ids(boss)
             results = _wait_for_results(boss, requested, 120)
             assert all(n == 1 for n in results.values()), results.most_common(3)
@@ -218,6 +219,20 @@ def test_the_whole_pipeline_keeps_its_invariants_with_acls_on(
     assert proc.returncode == 0, proc.stderr
     replayed = {w["window_key"]: w for w in json.loads(report.read_text())["windows"]}
     assert replayed == live
+
+
+def _intake_as_producer(secure: LocalCluster, prefix: str, tmp_path: Path) -> None:
+    """The intake API as the producer principal: accepts orders, reports their outcome."""
+    from tests.integration.test_intake import intake, order
+
+    with intake(_as(secure, "producer", prefix, tmp_path), tmp_path) as server:
+        accepted = [server.post(order((n, 1))) for n in (1, 2, 3)]
+        assert [reply.status for reply in accepted] == [202, 202, 202]
+        for reply in accepted:
+            deadline = time.monotonic() + 60
+            while server.status(reply.body["order_id"]).body["status"] == "ACCEPTED":
+                assert time.monotonic() < deadline, reply.body
+                time.sleep(0.5)
 
 
 def _requested_ids(settings: Settings) -> set[str]:
