@@ -18,7 +18,9 @@ Encoding uses a per-schema compiled encoder (`pipelines.avrogen`) that writes fa
 exact bytes about twice as fast as `fastavro.schemaless_writer`; decoding uses
 `fastavro.schemaless_reader` with schemas parsed once. Every failure to decode is a
 `DecodeError` that carries the record it failed on, so callers can dead-letter it and
-carry on; raw fastavro exceptions never escape.
+carry on; raw fastavro exceptions never escape. What does decode fits its schema: the
+one thing fastavro lets through, an `int` beyond 32 bits, is refused as corrupt too
+(`pipelines.avroguard`), so a stage never fails later re-encoding what it read.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 import fastavro
 
 from pipelines.avrogen import Encoder, compile_encoder
+from pipelines.avroguard import Guard, int_guard
 from pipelines.errors import RecordError, RecordRef, SluiceError
 from pipelines.schemas import (
     SchemaError,
@@ -187,7 +190,27 @@ def read_body(
         )
     if not isinstance(record, dict):
         raise DecodeError(f"{writer.name} did not decode to a record", source)
+    schema = reader or writer
+    guard = _int_guard(schema)
+    if guard is not None and not guard(record):
+        problems = "; ".join(validate_value(schema.raw, record)[:3])
+        raise DecodeError(
+            f"corrupt {writer.name} v{writer.version} body: {problems or 'an int beyond 32 bits'}",
+            source,
+        )
     return record
+
+
+_INT_GUARDS: dict[str, Guard | None] = {}
+
+
+def _int_guard(schema: SchemaVersion) -> Guard | None:
+    """The schema's int-range guard (see `pipelines.avroguard`), compiled once."""
+    try:
+        return _INT_GUARDS[schema.canonical]
+    except KeyError:
+        guard = _INT_GUARDS[schema.canonical] = int_guard(schema.raw)
+        return guard
 
 
 class ConfluentSerde:

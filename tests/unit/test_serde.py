@@ -189,6 +189,76 @@ def test_random_garbage_never_escapes_as_another_exception() -> None:
             serde.decode(blob)
 
 
+Codec = SingleObjectSerde | ConfluentSerde
+
+
+def _decodes_to_a_valid_record_or_raises_decode_error(codec: Codec, data: bytes, name: str) -> None:
+    """The decoder's contract on any input: a record that fits the schema (so a stage can
+    re-encode what it read), or a one-line DecodeError that keeps the source record.
+    Any other exception fails the test by propagating."""
+    try:
+        record = codec.decode(data, name, source=REF)
+    except DecodeError as exc:
+        error = exc
+    else:
+        assert codec.validate(name, record) == []
+        return
+    assert error.record is REF
+    assert "\n" not in str(error)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, good: bytes, header: int) -> bytes:
+    """`good` with one to four byte-level mutations of its body (flip, truncate, extend,
+    insert, delete); the header stays intact, so the damage gets past the magic and
+    schema lookup and reaches the Avro body decoder."""
+    data = bytearray(good)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "truncate", "extend", "insert", "delete"]))
+        end = len(data)
+        if op == "flip" and end > header:
+            data[draw(st.integers(header, end - 1))] ^= draw(st.integers(1, 255))
+        elif op == "truncate":
+            del data[draw(st.integers(header, end)) :]
+        elif op == "extend":
+            data += draw(st.binary(min_size=1, max_size=16))
+        elif op == "insert":
+            at = draw(st.integers(header, end))
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and end > header:
+            at = draw(st.integers(header, end - 1))
+            del data[at : at + draw(st.integers(1, 8))]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.binary(max_size=200).map(lambda body: GOOD[:HEADER] + body),
+        st.binary(max_size=200).map(lambda body: GOOD_CONFLUENT[:5] + body),
+    )
+)
+@pytest.mark.parametrize("codec", [serde, CONFLUENT], ids=["single-object", "confluent"])
+def test_random_bytes_only_ever_raise_decode_error(codec: Codec, data: bytes) -> None:
+    _decodes_to_a_valid_record_or_raises_decode_error(codec, data, PLACED)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_mutated_valid_records_only_ever_raise_decode_error(name: str, data: st.DataObject) -> None:
+    good = serde.encode(name, SAMPLES[name])
+    blob = data.draw(_mutated(good, HEADER), label="mutated")
+    _decodes_to_a_valid_record_or_raises_decode_error(serde, blob, name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=_mutated(GOOD_CONFLUENT, 5))
+def test_mutated_confluent_records_only_ever_raise_decode_error(blob: bytes) -> None:
+    _decodes_to_a_valid_record_or_raises_decode_error(CONFLUENT, blob, PLACED)
+
+
 def test_reading_as_an_unrelated_schema_is_a_decode_error() -> None:
     data = serde.encode("sluice.orders.OrderStatus", SAMPLES["sluice.orders.OrderStatus"])
     with pytest.raises(DecodeError, match=r"as sluice\.orders\.OrderPlaced"):
