@@ -8,6 +8,7 @@ failover lives in test_cluster.py and bench/failover.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from pipelines import admin, rules
 from pipelines.localkafka import LocalCluster
 from pipelines.providers import ProvidersConfig, providers_in_thread
 from pipelines.runner import StageProcess, free_port
-from pipelines.serde import HEADER, MAGIC, serde_for
+from pipelines.serde import HEADER, MAGIC, SingleObjectSerde
 from pipelines.settings import NotificationSettings, Settings
 from producers.generator import GeneratorConfig, OrderGenerator
 from producers.inventory import seed_inventory
@@ -152,21 +153,42 @@ def test_broker_restart_loses_nothing_and_restarts_nothing(
     print(f"broker outage {outage:.1f}s; producer {summary}")
 
 
-def _garbage(encoded: bytes) -> dict[bytes, tuple[bytes, str]]:
+def _garbage(valid: dict[str, Any]) -> dict[bytes, tuple[bytes, str]]:
     """One record of each kind of garbage, by key: its bytes and the reason expected.
 
-    `encoded` is a real, valid OrderPlaced record; three kinds are damaged copies of it.
+    `valid` is a real OrderPlaced; most kinds are damaged copies of its encoding. The
+    last is well-formed Avro framing whose body a lax writer produced (fastavro writes any
+    int as a long): a valid-looking order for 2**40 units, which fastavro decodes and
+    which, before the decoder's int guard, got past the DLQ into the saga.
     """
     import random
 
+    import fastavro
+
+    from pipelines.schemas import default_store
+
+    schema = default_store().latest(PLACED)
+    encoded = SingleObjectSerde().encode(PLACED, valid)
     noise = random.Random(10).randbytes(48)
     assert noise[:2] != MAGIC
+    huge = 2**40
+    body = io.BytesIO()
+    fastavro.schemaless_writer(
+        body,
+        schema.parsed,
+        {**valid, "lines": [{"sku": "SKU-00001", "quantity": huge, "unit_price_cents": 1}]}
+        | {"total_cents": huge, "currency": "EUR"},
+    )
     return {
         b"garbage-random": (noise, "not Avro single-object encoding"),
         b"garbage-truncated": (encoded[: len(encoded) - 9], "cannot decode body"),
         b"garbage-magic": (b"\x00\x00" + encoded[2:], "not Avro single-object encoding"),
         b"garbage-empty": (b"", "too short"),
         b"garbage-fingerprint": (MAGIC + bytes(8) + encoded[HEADER:], "unknown schema fingerprint"),
+        b"garbage-int-overflow": (
+            MAGIC + schema.fingerprint + body.getvalue(),
+            f"lines[0].quantity: {huge} is out of range for int",
+        ),
     }
 
 
@@ -196,15 +218,14 @@ def _read_all(settings: Settings, topic: str) -> list[Message]:
 def test_one_percent_garbage_goes_to_the_dlq_with_its_source(
     single: LocalCluster, tmp_path: Path
 ) -> None:
-    """500 valid orders and 5 garbage records (1%) interleaved on orders.placed by a raw
+    """500 valid orders and 6 garbage records (~1%) interleaved on orders.placed by a raw
     producer: each garbage record is dead-lettered once with its reason and the source
     coordinates that really hold its bytes, every valid order ends once, counts add up."""
     settings = _orders_only(_settings(single, tmp_path))
     seed_inventory(settings, SKUS)
     count, seed = 500, 72
     topic = settings.topic("orders.placed")
-    valid = OrderGenerator(GeneratorConfig(seed=999)).make(0)
-    garbage = _garbage(serde_for(settings).encode(PLACED, valid, topic=topic))
+    garbage = _garbage(OrderGenerator(GeneratorConfig(seed=999)).make(0))
     stats: list[SendStats] = []
     with pipeline.workers(settings, tmp_path / "logs") as fleet:
         worker = fleet.start("orders")
@@ -214,7 +235,7 @@ def test_one_percent_garbage_goes_to_the_dlq_with_its_source(
         feeder.start()
         raw = Producer(settings.confluent_producer())
         for key, (value, _reason) in garbage.items():
-            time.sleep(0.8)  # spread over the 5 s the valid orders take
+            time.sleep(0.7)  # spread over the 5 s the valid orders take
             raw.produce(topic, value=value, key=key)
             raw.poll(0)
         assert raw.flush(30) == 0
