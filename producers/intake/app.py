@@ -39,9 +39,8 @@ from producers.intake.validation import (
     PLACED,
     Rejection,
     Validator,
-    build_order,
     check_key,
-    parse_json,
+    read_order,
 )
 
 log = logging.getLogger(__name__)
@@ -131,8 +130,8 @@ async def place_order(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     key = check_key(request.headers.get("Idempotency-Key"))
     raw = await _body(request, rt.config.max_body_bytes)
-    order = build_order(
-        parse_json(raw),
+    order = read_order(
+        raw,
         key=key,
         max_lines=rt.config.max_lines,
         now_ms=int(time.time() * 1000),

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from pipelines.errors import SluiceError
 
@@ -72,14 +74,32 @@ class OrderRequest:
 
 
 def new_order_id() -> str:
-    """A server-assigned order id (random, so two intakes never collide)."""
-    return f"O-{secrets.token_hex(16)}"
+    """A server-assigned order id (random, so two intakes never collide).
+
+    The same 128 bits from the OS's CSPRNG as `secrets.token_hex(16)`, without its two
+    Python-level calls: this runs for every order that comes without an id.
+    """
+    return "O-" + os.urandom(16).hex()
 
 
-def parse_json(raw: bytes) -> Any:
-    """The decoded body; malformed JSON (or absurd nesting) is a 400 that says where."""
+def parse_json(raw: bytes, *, exact: bool = False) -> Any:
+    """The decoded body; malformed JSON (or absurd nesting) is a 400 that says where.
+
+    orjson parses the common case several times faster than `json`. Whatever it refuses
+    goes through `json.loads`, which then decides exactly as before: it also accepts
+    what orjson does not (lone surrogate escapes, NaN, UTF-16 bodies: the schema check
+    answers those with a 422), and its errors carry the positions clients already get.
+    The two can differ only on numbers no valid order holds (orjson reads integers
+    beyond 64 bits as floats), so `read_order` asks for the `exact` parse before it
+    words a 422.
+    """
     if not raw.strip():
         raise Rejection(400, "the request body is empty; send the order as a JSON object")
+    if not exact:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -90,6 +110,43 @@ def parse_json(raw: bytes) -> Any:
         raise Rejection(400, "malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
         raise Rejection(400, "malformed JSON: nested too deeply") from None
+
+
+def read_order(
+    raw: bytes,
+    *,
+    key: str | None,
+    max_lines: int,
+    now_ms: int,
+    validate: Validator,
+    new_id: Callable[[], str] = new_order_id,
+) -> OrderRequest:
+    """`build_order` on the parsed body; a refused body is read again by `json` for the 422.
+
+    A record that passes the schema check holds only text, in-range integers, lists,
+    objects and nulls, which orjson and `json` read alike; a refused one may hold a
+    number they read differently, and its problems must name the value the client sent.
+    """
+    try:
+        return build_order(
+            parse_json(raw),
+            key=key,
+            max_lines=max_lines,
+            now_ms=now_ms,
+            validate=validate,
+            new_id=new_id,
+        )
+    except Rejection as exc:
+        if exc.status != 422:
+            raise
+    return build_order(
+        parse_json(raw, exact=True),
+        key=key,
+        max_lines=max_lines,
+        now_ms=now_ms,
+        validate=validate,
+        new_id=new_id,
+    )
 
 
 def check_key(header: str | None) -> str | None:
@@ -180,8 +237,23 @@ def fingerprint(record: Mapping[str, Any], generated: tuple[str, ...] | list[str
     """A digest of what the client asked for: the record without server-made values.
 
     Two requests with one Idempotency-Key must carry the same order; comparing digests
-    (not bodies) lets the digest travel in a Kafka header and survive a restart.
+    (not bodies) lets the digest travel in a Kafka header and survive a restart, so the
+    digested text must never change: it is `json.dumps(sort_keys=True, separators=(",",
+    ":"), ensure_ascii=True)`. orjson writes the very same bytes, several times faster,
+    whenever its output is printable ASCII (it writes other text unescaped, and those
+    records take the `json` route); a unit test holds the two to the same text. Records
+    reach here validated, so they hold no floats (which the two print differently).
     """
     client = {k: v for k, v in record.items() if k not in generated and k not in SERVER_FILLED}
-    text = json.dumps(client, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(canonical_json(client)).hexdigest()[:32]
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted, compact, ASCII-only JSON of a validated record: the fingerprint's input."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # lone surrogates, integers beyond 64 bits
+        text = b"\x7f"  # not printable: take the json route below
+    if text.isascii() and b"\x7f" not in text:
+        return text
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.serde import SingleObjectSerde
 from producers.intake.validation import (
@@ -12,9 +15,11 @@ from producers.intake.validation import (
     OrderRequest,
     Rejection,
     build_order,
+    canonical_json,
     check_key,
     fingerprint,
     parse_json,
+    read_order,
 )
 
 SERDE = SingleObjectSerde()
@@ -172,3 +177,78 @@ def test_fingerprint_ignores_key_order_and_server_values() -> None:
 def test_fingerprint_only_with_a_key() -> None:
     assert build(body()).fingerprint == ""
     assert len(fingerprint({"a": 1})) == 32
+
+
+#: What a validated OrderPlaced record can hold: text, Avro ints and longs, null, lists
+#: and string-keyed objects (no floats: the schema has none).
+LONGS = st.integers(-(2**63), 2**63 - 1)
+RECORDS = st.recursive(
+    st.none() | st.booleans() | LONGS | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(RECORDS)
+def test_the_fast_canonical_json_is_the_json_modules_text(value: Any) -> None:
+    """Digests travel in Kafka headers across restarts: the digested text never changes."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert canonical_json(value) == expected.encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "caf\u00e9 \u2603", '\x00\x1f\x7f"\\/\b\f\n\r\t', "\ud800 lone", "\U0001f600"],
+)
+def test_canonical_json_for_every_kind_of_text(text: str) -> None:
+    record = {"customer_id": text, "lines": [{"sku": text, "quantity": 1}], "big": 2**63 - 1}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert canonical_json(record) == expected.encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": "\\ud800"}',  # a lone surrogate escape: json accepts it, orjson does not
+        b'{"a": NaN, "b": Infinity}',
+        b'\xef\xbb\xbf{"a": 1}',  # a UTF-8 byte order mark
+        '{"a": "\u00e9"}'.encode("utf-16"),
+        b'{"a": 1, "a": 2}',
+        b'{"a": [1, {"b": null}], "c": "\\u00e9"}',
+    ],
+)
+def test_parse_json_decides_as_the_json_module_does(raw: bytes) -> None:
+    expected = json.loads(raw)
+    parsed = parse_json(raw)
+    assert json.dumps(parsed) == json.dumps(expected)
+
+
+@pytest.mark.parametrize(
+    ("total", "problem"),
+    [
+        ("123456789012345678901234567890", "total_cents: 123456789012345678901234567890 is out of"),
+        ("-9223372036854775809", "total_cents: -9223372036854775809 is out of range"),
+        ("1.25", "total_cents: must be an integer (long), got number 1.25"),
+    ],
+)
+def test_a_422_names_the_number_the_client_sent(total: str, problem: str) -> None:
+    """orjson reads integers beyond 64 bits as floats; the answer still quotes the integer."""
+    raw = json.dumps(body(total_cents=0)).replace('"total_cents": 0', f'"total_cents": {total}')
+    with pytest.raises(Rejection) as caught:
+        read_order(raw.encode(), key=None, max_lines=100, now_ms=NOW, validate=SERDE.validate)
+    assert caught.value.status == 422
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_read_order_accepts_what_build_order_accepts() -> None:
+    raw = json.dumps(body()).encode()
+    order = read_order(
+        raw,
+        key="k",
+        max_lines=100,
+        now_ms=NOW,
+        validate=SERDE.validate,
+        new_id=lambda: "O-generated",
+    )
+    assert order == build(body(), key="k")
