@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import producers.intake
 from pipelines.schemas import default_store
 from pipelines.settings import Settings
 from producers.intake import IntakeConfig, create_app
+from producers.intake.app import GC_YOUNG_THRESHOLD, _lean_gc
 from producers.intake.validation import ORDER_ID_PATTERN
 from tests.unit.test_intake_service import BODY, FakePublisher
 
@@ -185,3 +188,20 @@ def test_the_openapi_document_follows_the_avro_schema() -> None:
     post = spec["paths"]["/orders"]["post"]
     assert set(post["responses"]) == {"202", "400", "409", "413", "422", "429", "503"}
     assert "Retry-After" in post["responses"]["429"]["headers"]
+
+
+def test_serving_freezes_the_start_up_heap_and_restores_the_collector() -> None:
+    """`serve` runs with a frozen start-up heap and a high young threshold, then undoes both."""
+    before = gc.get_threshold()
+
+    async def main() -> None:
+        steps = _lean_gc(web.Application())
+        await steps.__anext__()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        with pytest.raises(StopAsyncIteration):
+            await steps.__anext__()
+
+    asyncio.run(main())
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
