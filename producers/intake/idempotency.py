@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from producers.intake.validation import Rejection
 
@@ -32,13 +32,14 @@ T = TypeVar("T")
 FINGERPRINT_HEADER = "sluice.intake.fingerprint"
 
 
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
+class KeyEntry(NamedTuple):
     """What a key produced: its order id, the content digest, and when it was accepted.
 
     `pending` holds the record of an
     attempt not (yet) acknowledged, so a retry republishes the very same order (same id),
     which the order stage deduplicates should the earlier attempt have landed after all.
+    A named tuple rather than a frozen dataclass: two are made for every keyed order,
+    and a tuple is built in a fraction of the time (immutable all the same).
     """
 
     order_id: str

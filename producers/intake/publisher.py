@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -37,9 +36,8 @@ class PublishFailed(SluiceError):
     retriable = True
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """Where the broker put a record."""
+class Delivered(NamedTuple):
+    """Where the broker put a record (a named tuple: one per record, cheap to build)."""
 
     partition: int
     offset: int

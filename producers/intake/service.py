@@ -11,11 +11,9 @@ identical record, same order id, which the order stage deduplicates.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipelines.serde import EncodeError
 from producers.intake.gate import Gate
@@ -29,9 +27,11 @@ from producers.intake.validation import PLACED, OrderRequest, Rejection, text_pr
 Encode = Callable[[str, Mapping[str, Any]], bytes]
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """The answer to a placed order: its id, and whether it came from an earlier request."""
+class Accepted(NamedTuple):
+    """The answer to a placed order: its id, and whether it came from an earlier request.
+
+    A named tuple (immutable, and cheaper to build than a frozen dataclass).
+    """
 
     order_id: str
     replayed: bool = False
@@ -75,32 +75,34 @@ class Intake:
             _same_content(flight.fingerprint, order.fingerprint)
             self.metrics.replays.inc()
             first: Accepted = await self.keys.join(flight)
-            return dataclasses.replace(first, replayed=True)
+            return first._replace(replayed=True)
         entry = self.keys.get(key)
         if entry is not None:
             _same_content(entry.fingerprint, order.fingerprint)
             if entry.pending is None:
                 self.metrics.replays.inc()
                 return Accepted(entry.order_id, replayed=True)
-            order = dataclasses.replace(order, record=dict(entry.pending))
+            order = order._replace(record=dict(entry.pending))
         retry = entry is not None
         return await self.keys.single_flight(
             key, order.fingerprint, lambda: self._attempt(order, key, retry=retry)
         )
 
     async def _attempt(self, order: OrderRequest, key: str | None, *, retry: bool) -> Accepted:
-        await self.gate.admit()
+        if self.gate.paused:  # the gate's own check, without a coroutine per open request
+            await self.gate.admit()
+        order_id = order.order_id
         if not retry and "order_id" not in order.generated:
-            self._check_new(order.order_id)
+            self._check_new(order_id)
         value = self._encoded(order.record)
-        headers = []
+        headers: list[tuple[str, bytes]] = []
         if key is not None:
             headers.append((FINGERPRINT_HEADER, order.fingerprint.encode()))
             self.keys.remember(
-                key, KeyEntry(order.order_id, order.fingerprint, self.clock(), order.record)
+                key, KeyEntry(order_id, order.fingerprint, self.clock(), order.record)
             )
         try:
-            await self.publisher.publish(order.order_id.encode(), value, headers)
+            await self.publisher.publish(order_id.encode(), value, headers)
         except PublishFailed as exc:
             self.metrics.publish_failures.inc()
             advice = " with the same Idempotency-Key (it keeps the order id)" if key else ""
@@ -110,10 +112,11 @@ class Intake:
                 headers={"Retry-After": "5"},
             ) from None
         self.metrics.published()
+        now = self.clock()
         if key is not None:
-            self.keys.remember(key, KeyEntry(order.order_id, order.fingerprint, self.clock()))
-        self.status.accepted(order.order_id, int(self.clock() * 1000))
-        return Accepted(order.order_id)
+            self.keys.remember(key, KeyEntry(order_id, order.fingerprint, now))
+        self.status.accepted(order_id, int(now * 1000))
+        return Accepted(order_id)
 
     def recover(self, placed: Iterable[Placed]) -> int:
         """Learn recent orders again: ACCEPTED status for each, and their keys.

@@ -20,8 +20,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -37,9 +36,12 @@ STATUS = "sluice.orders.OrderStatus"
 TERMINAL = frozenset({"CONFIRMED", "REJECTED"})
 
 
-@dataclass(frozen=True, slots=True)
-class OrderState:
-    """One order's latest known status and who said so ("stage" or "intake")."""
+class OrderState(NamedTuple):
+    """One order's latest known status and who said so ("stage" or "intake").
+
+    A named tuple (immutable, and cheaper to build than a frozen dataclass): one is made
+    for every accepted order.
+    """
 
     order_id: str
     status: str

@@ -15,8 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -60,13 +59,15 @@ class Rejection(SluiceError):
         return out
 
 
-@dataclass(frozen=True)
-class OrderRequest:
-    """A valid order ready to publish, and the digest of its content (with a key only)."""
+class OrderRequest(NamedTuple):
+    """A valid order ready to publish, and the digest of its content (with a key only).
+
+    A named tuple (immutable, and cheaper to build than a frozen dataclass).
+    """
 
     record: dict[str, Any]
     fingerprint: str
-    generated: tuple[str, ...] = field(default=())
+    generated: tuple[str, ...] = ()
 
     @property
     def order_id(self) -> str:
