@@ -327,10 +327,12 @@ async def _lean_gc(_app: web.Application) -> AsyncIterator[None]:
     aiohttp, pydantic: roughly 70 ms each), and at CPython's threshold of 700 a young
     collection ran every few dozen requests, promoting each in-flight request's objects
     into older generations, which then triggered more full collections. Freezing what
-    exists once start-up is done (it lives until exit anyway) takes it out of every
-    collection, and a higher young threshold lets nearly all of a request's objects die
-    by reference counting before any collection sees them. Cycles are still collected,
-    only less often. Installed by `serve` only: in-process tests keep the defaults.
+    exists once start-up is done takes it out of every collection (frozen objects are
+    still freed by reference counting, e.g. re-read keys that age out; only a cycle among
+    them would stay until exit), and a higher young threshold lets nearly all of a
+    request's objects die by reference counting before any collection sees them. Cycles
+    made while serving are still collected, only less often. Installed by `serve` only:
+    in-process tests keep the defaults.
     """
     gc.collect()
     gc.freeze()
