@@ -10,7 +10,10 @@ explained from what it caught. Lines never carry passwords: librdkafka does not 
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections import deque
+from collections.abc import Callable
 
 from pipelines.errors import AuthenticationFailed, BrokerUnavailable, SluiceError
 from pipelines.settings import SecuritySettings
@@ -63,3 +66,29 @@ def explain(bootstrap: str, security: SecuritySettings, lines: list[str]) -> Slu
                 f"client during the handshake: it likely requires TLS/SASL; {ENV_HINT}"
             )
     return None
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one of each kind of librdkafka complaint through per `window_s`.
+
+    While a broker restarts, librdkafka logs a failed connect for every retry and every
+    client thread: dozens of identical lines for an outage the producer rides out. One
+    line per kind (numbers and the thread tag ignored) still says what is happening.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s, self.clock = window_s, clock
+        self.last_seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = _DIGITS.sub("#", _THREAD.sub("", record.getMessage()))
+        now = self.clock()
+        if now - self.last_seen.get(kind, -self.window_s) < self.window_s:
+            return False
+        self.last_seen[kind] = now
+        return True
+
+
+_THREAD = re.compile(r"\[[^\]]*\]")
+_DIGITS = re.compile(r"\d+")

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from pipelines.clientdiag import RepeatFilter
 from pipelines.settings import Settings
 
 console = Console(highlight=False)
@@ -35,7 +36,10 @@ def configure_logging(verbose: int) -> None:
     """Warnings and errors by default (librdkafka's transient retries stay quiet), more with -v."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("sluice.kafka").setLevel(logging.ERROR if verbose == 0 else level)
+    client_log = logging.getLogger("sluice.kafka")
+    client_log.setLevel(logging.ERROR if verbose == 0 else level)
+    if verbose == 0 and not any(isinstance(f, RepeatFilter) for f in client_log.filters):
+        client_log.addFilter(RepeatFilter())
 
 
 def bootstrap_option(func: F) -> F:

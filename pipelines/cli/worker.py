@@ -74,10 +74,13 @@ def worker(
     spreads the partitions over them.
     """
     settings = make_settings(bootstrap_servers)
+    port = web_port or DEFAULT_WEB_PORTS[stage]
+    app_id = settings.group(APP_IDS[stage])
+    # local trouble (disk full, unwritable dir) first: it needs no broker to be reported
+    unclean = prepare_state_dir(worker_dir(settings, app_id, port, name))
     result = admin.ensure_topics(settings, stage_specs(stage))
     if result.created:
         note(f"created {len(result.created)} missing topic(s)")
-    port = web_port or DEFAULT_WEB_PORTS[stage]
     env = {
         **os.environ,
         "SLUICE_WEB_PORT": str(port),
@@ -85,8 +88,7 @@ def worker(
     }
     if name:
         env["SLUICE_WORKER_NAME"] = name
-    app_id = settings.group(APP_IDS[stage])
-    if prepare_state_dir(worker_dir(settings, app_id, port, name)):
+    if unclean:
         note("the last run of this worker did not stop cleanly: tables restore from changelogs")
     cmd = [
         sys.executable,

@@ -173,3 +173,23 @@ def test_secrets_stay_hidden_in_reprs_and_dumps() -> None:
     assert (
         settings.as_env()["SLUICE_SECURITY"].count("s3cret-value") == 1
     )  # child processes need it
+
+
+def test_repeated_client_complaints_show_once_per_window() -> None:
+    import logging
+
+    from pipelines.clientdiag import RepeatFilter
+
+    now = [0.0]
+    repeat = RepeatFilter(window_s=30, clock=lambda: now[0])
+
+    def shown(message: str) -> bool:
+        record = logging.LogRecord("sluice.kafka", logging.ERROR, "", 0, message, None, None)
+        return repeat.filter(record)
+
+    refused = "FAIL [thrd:127.0.0.1:{}/1]: Connect to ipv4#127.0.0.1:{} failed (after {}ms)"
+    assert shown(refused.format(9092, 9092, 0))
+    assert not shown(refused.format(9092, 9092, 3))  # the same complaint, other numbers
+    assert shown("FAIL something else entirely")
+    now[0] = 31.0
+    assert shown(refused.format(9092, 9092, 7))
