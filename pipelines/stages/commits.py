@@ -212,6 +212,30 @@ def _patch_new_offset() -> None:
     _patch_commit_on_revoke()
 
 
+def _idle_behind(consumer: Any, tp: Any, committed: int | None, busy: set[Any]) -> bool:
+    """A stream partition with records after its commit that nothing is working on.
+
+    Faust hands a record to the streams and marks it read in one step; when its flow is
+    suspended meanwhile (a rebalance starting), the hand-over is abandoned but the read
+    offset still moves on. If that was the partition's last record, no later record
+    reveals the hole: the commit stays before it, nobody processes it, and the lag never
+    drains. Nothing in flight, nothing acknowledged and yet records beyond the commit
+    is that state; re-reading from the commit ends it.
+    """
+    if committed is None or tp in busy or consumer._acked.get(tp):
+        return False
+    if not consumer.app.topics.acks_enabled_for(tp.topic):
+        return False  # changelogs: read by recovery, never committed this way
+    hold = getattr(consumer, "_sluice_hold", None)
+    if hold is not None and hold(tp):
+        return False  # held by backpressure on purpose
+    try:
+        end = consumer.highwater(tp)
+    except Exception:  # not fetched yet: nothing known to be behind
+        return False
+    return end is not None and end > committed
+
+
 class HoleHealer:
     """Re-read partitions whose commit has been stuck on a hole for `stall_s`."""
 
@@ -224,9 +248,12 @@ class HoleHealer:
         consumer: Any = self.app.consumer  # Faust's bookkeeping is not in its interface
         now = time.monotonic()
         holes: dict[Any, int] = {}
+        busy = {m.tp for m in list(consumer._unacked_messages)}
         for tp in consumer.assignment():
             committed = consumer._committed_offset.get(tp)
-            if hole_at_head(consumer._acked.get(tp) or [], committed):
+            if hole_at_head(consumer._acked.get(tp) or [], committed) or _idle_behind(
+                consumer, tp, committed, busy
+            ):
                 holes[tp] = committed
         self.since = {
             tp: self.since[tp] if tp in self.since and self.since[tp][0] == c else (c, now)
@@ -235,7 +262,8 @@ class HoleHealer:
         for tp, (committed, first_seen) in list(self.since.items()):
             if now - first_seen >= self.stall_s:
                 log.warning(
-                    "commit of %s[%d] stuck at offset %d behind a hole; re-reading from there",
+                    "commit of %s[%d] stuck at offset %d (a hole, or records nobody took); "
+                    "re-reading from there",
                     tp.topic,
                     tp.partition,
                     committed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,13 +43,19 @@ def test_patched_new_offset_refuses_to_skip_one_missing_record() -> None:
 
 
 class _Consumer:
-    def __init__(self, acked: list[int], committed: int) -> None:
+    def __init__(self, acked: list[int], committed: int, end: int | None = None) -> None:
         self._acked = {TP0: acked}
         self._committed_offset = {TP0: committed}
+        self._unacked_messages: set[Any] = set()
+        self.end = committed if end is None else end
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda _t: True))
         self.seeks: list[tuple[TP, int]] = []
 
     def assignment(self) -> set[TP]:
         return {TP0}
+
+    def highwater(self, _tp: TP) -> int:
+        return self.end
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -73,6 +80,34 @@ def test_healer_forgets_a_hole_that_moved() -> None:
     asyncio.run(asyncio.sleep(0.25))
     asyncio.run(healer.tick())
     assert consumer.seeks == []
+
+
+def test_healer_rereads_records_nobody_took() -> None:
+    """Nothing in flight or acknowledged, yet records after the commit: one was dropped."""
+    consumer = _Consumer([], 2, end=3)
+    healer = commits.HoleHealer(SimpleNamespace(consumer=consumer), stall_s=0.2)  # type: ignore[arg-type]
+    asyncio.run(healer.tick())
+    asyncio.run(asyncio.sleep(0.25))
+    asyncio.run(healer.tick())
+    assert consumer.seeks == [(TP0, 2)]
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    tp: TP
+
+
+def test_healer_leaves_busy_held_and_caught_up_partitions_alone() -> None:
+    busy = _Consumer([], 2, end=3)
+    busy._unacked_messages = {_InFlight(TP0)}  # a slow record in progress
+    held = _Consumer([], 2, end=3)
+    held._sluice_hold = lambda _tp: True  # type: ignore[attr-defined]  # backpressure
+    caught_up = _Consumer([], 3, end=3)
+    for consumer in (busy, held, caught_up):
+        healer = commits.HoleHealer(SimpleNamespace(consumer=consumer), stall_s=0.0)  # type: ignore[arg-type]
+        asyncio.run(healer.tick())
+        asyncio.run(healer.tick())
+        assert consumer.seeks == []
 
 
 def test_records_fetched_before_a_seek_are_stale() -> None:
