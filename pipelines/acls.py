@@ -54,7 +54,6 @@ class Role:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     creates: tuple[str, ...] = ()
-    describes: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     watches_groups: tuple[str, ...] = ()
     app_id: str | None = None  # owns the internal topics, group and transactional ids
@@ -110,7 +109,7 @@ def stage_specs(stage: str) -> list[TopicSpec]:
     fail under ACLs, since a stage may not even see the other stages' topics.
     """
     role = ROLES[stage]
-    names = {*role.reads, *role.writes, *role.creates, *role.describes}
+    names = {*role.reads, *role.writes, *role.creates}
     return [spec for spec in CATALOG if spec.name in names] + list(INTERNAL[stage])
 
 
@@ -159,7 +158,7 @@ def _role_grants(principal: str, role: Role, prefix: str) -> list[Grant]:
     ) -> list[Grant]:
         return [Grant(principal, resource, prefix + n, pattern, op) for n in names]
 
-    topics = {*role.reads, *role.writes, *role.creates, *role.describes}
+    topics = {*role.reads, *role.writes, *role.creates}
     out = each("topic", sorted(topics), "DESCRIBE")
     out += each("topic", role.reads, "READ")
     out += each("topic", role.writes, "WRITE")

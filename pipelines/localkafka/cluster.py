@@ -125,12 +125,11 @@ class LocalCluster:
 
         if not self.secure:
             return Settings(bootstrap_servers=self.bootstrap, **overrides)
-        env = self.material.client_env(principal, self.bootstrap)
         security = SecuritySettings(
             protocol="SASL_SSL",
             sasl_mechanism=MECHANISM,
             username=principal,
-            password=env["SLUICE_SECURITY__PASSWORD"],
+            password=self.material.passwords()[principal],
             ca_file=self.material.ca_cert,
         )
         return Settings(bootstrap_servers=self.bootstrap, security=security, **overrides)

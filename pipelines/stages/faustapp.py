@@ -113,8 +113,6 @@ def broker_auth(settings: Settings) -> dict[str, Any]:
             ssl_context=security.ssl_context(),
             mechanism=security.sasl_mechanism,
         )
-        if security.protocol == "SASL_PLAINTEXT":
-            creds.ssl_context = None
         return {"broker_credentials": creds}
     if security.uses_tls:
         return {"broker_credentials": faust.SSLCredentials(security.ssl_context())}

@@ -34,6 +34,7 @@ from pipelines.stages.windows import WindowConfig
 from producers.generator import GeneratorConfig, OrderGenerator
 from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
+from tests.integration.test_analytics import _settled
 from tests.support import pipeline
 
 SMALL = WindowConfig(tumbling_s=5, hopping_s=20, hop_s=10, lateness_s=2, top_n=3)
@@ -253,19 +254,3 @@ def _wait_for_results(settings: Settings, ids: set[str], timeout: float) -> Coun
             return counts
         time.sleep(1.0)
     raise AssertionError(f"{len(ids - counts.keys())} notifications without a result")
-
-
-def _settled(settings: Settings, timeout: float = 90) -> dict[str, dict[str, Any]]:
-    """analytics.windows once it stops changing (every window closed and published)."""
-    previous: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = {
-            row["value"]["window_key"]: row["value"]
-            for row in read(settings, "analytics.windows", StartAt("beginning"))
-        }
-        if current and current == previous:
-            return current
-        previous = current
-        time.sleep(4)
-    raise AssertionError("analytics.windows kept changing")
