@@ -98,6 +98,19 @@ def idempotent_faust_producer() -> None:
     producer._sluice_idempotent = True  # type: ignore[attr-defined]
 
 
+class Worker(faust.Worker):
+    """Faust's worker without its progress spinner's logging hook.
+
+    At `--loglevel warn` or above Faust installs a spinner handler on the root logger
+    and sets the root level to DEBUG, so that every debug message anywhere (aiokafka
+    logs one per record sent) is built and formatted only to turn the spinner. On a busy
+    stage that cost about 6% of the CPU. The log output is the same without it.
+    """
+
+    def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+
+
 def broker_auth(settings: Settings) -> dict[str, Any]:
     """Faust's `broker_credentials`/`ssl_context` for the settings' security (none for PLAINTEXT).
 
@@ -149,6 +162,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         consumer_group_instance_id=settings.group_instance_id,
+        Worker=Worker,
         **broker_auth(settings),
         **extra,
     )
