@@ -25,13 +25,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
-from bench.common import broker, report
+from bench.common import broker, report, rounds
 from pipelines.runner import free_port
 
 PARTITIONS = 6
@@ -128,15 +130,12 @@ def main() -> None:
     c = "(c) Faust agent: consume only"
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="sluice-floor-") as tmp:
         root = Path(tmp)
-        runs = {
+        runs: dict[str, Callable[[], float]] = {
             a: lambda: faust_run(bootstrap, args.records, True, root, a),
             b: lambda: bare_run(bootstrap, args.records, b),
             c: lambda: faust_run(bootstrap, args.records, False, root, c),
         }
-        results: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, run in runs.items():
-                results[name].append(run())
+        results = rounds(runs, args.repeats)
     report(f"Forward {args.records:,} raw records, {PARTITIONS} partitions", results, a, "rec/s")
     for name, values in CPU.items():
         print(f"  CPU per record, {name}: {statistics.median(values) * 1e6:,.0f} µs")

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import faust
 from faust.transport.producer import ProducerBuffer
@@ -38,7 +39,12 @@ app = faust.App(
     producer_acks=-1,
     producer_linger=0.05,
 )
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 source = app.topic(TOPIC, **RAW)
 sink = app.topic(f"{TOPIC}.out", **RAW)
 

@@ -5,11 +5,14 @@
   (b) bare: an aiohttp POST handler that reads the body and produces the same
       pre-encoded OrderPlaced bytes with the same producer settings, awaiting the
       delivery report the same way (the ceiling: HTTP + Kafka and nothing else)
+  (c) floor, open loop only: an aiohttp POST handler that answers 202 at once, with no
+      Kafka at all (what HTTP alone costs in latency on this machine)
 
-Both servers run as their own processes; the load comes from this process over loopback
-(an aiohttp client: closed loop with N connections for throughput, then an open loop at a
-fixed rate, latency measured from each request's scheduled time so a stall is not hidden).
-Rounds alternate between the two and the ratio of medians is printed.
+The servers run as their own processes. Throughput: a closed loop with N connections
+from an aiohttp client in this process. Latency: an open loop at a fixed rate from
+`bench.openloop` (a small Go generator when Go is installed), measured from each
+request's scheduled time so a stall is not hidden. Rounds alternate between the servers;
+medians and the ratio of medians are printed.
 
     python -m bench.intake [--seconds 8] [--repeats 3] [--concurrency 32] [--rate 1000]
 """
@@ -24,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -37,6 +41,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from confluent_kafka import Producer
 
 from bench.common import broker, report
+from bench.openloop import OpenLoop, OpenLoopResult
 from pipelines import admin
 from pipelines.runner import free_port
 from pipelines.serde import serde_for
@@ -44,6 +49,9 @@ from pipelines.settings import BackpressureSettings, Settings
 from producers.generator import GeneratorConfig, OrderGenerator
 
 LINGER_MS = 2.0
+INTAKE = "(a) sluice serve intake"
+BARE = "(b) bare aiohttp + produce"
+FLOOR = "(c) floor: aiohttp, no Kafka"
 PLACED = "sluice.orders.OrderPlaced"
 
 
@@ -95,6 +103,25 @@ def bare_app(settings: Settings) -> web.Application:
     app.router.add_post("/orders", place)
     app.router.add_get("/health", health)
     app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def floor_app() -> web.Application:
+    """POST /orders answered 202 at once: the HTTP layer's own latency, no Kafka."""
+    counter = iter(range(10**12))
+
+    async def place(request: web.Request) -> web.Response:
+        await request.read()
+        order_id = f"F-{next(counter)}"
+        body = {"order_id": order_id, "status": "ACCEPTED"}
+        return web.json_response(body, status=202, headers={"Location": f"/orders/{order_id}"})
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/orders", place)
+    app.router.add_get("/health", health)
     return app
 
 
@@ -226,26 +253,6 @@ async def closed_loop(url: str, load: Load, seconds: float, concurrency: int) ->
     return out
 
 
-async def open_loop(url: str, load: Load, rate: float, seconds: float) -> Result:
-    """Requests at a fixed rate whatever the answers; latency from the scheduled time."""
-    out = Result(0, seconds, [], Counter())
-    connector = TCPConnector(limit=512)
-    async with ClientSession(connector=connector, timeout=ClientTimeout(total=30)) as session:
-        tasks = set()
-        start = time.perf_counter() + 0.05
-        for i in range(int(rate * seconds)):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(_post(session, url, load, scheduled, out))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-        out.seconds = time.perf_counter() - start
-    return out
-
-
 # --- the benchmark -------------------------------------------------------------------
 
 
@@ -266,26 +273,29 @@ def bench_settings(bootstrap: str) -> Settings:
 
 def run(args: argparse.Namespace) -> None:
     load = Load()
-    with broker() as bootstrap:
+    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="sluice-intake-") as tmp:
         settings = bench_settings(bootstrap)
         created = admin.ensure_topics(settings).created
         servers = {
-            "(a) sluice serve intake": start_server(
+            INTAKE: start_server(
                 "intake",
                 ["pipelines.cli", "serve", "intake", "--linger-ms", str(LINGER_MS)],
                 settings,
             ),
-            "(b) bare aiohttp + produce": start_server("bare", ["bench.intake", "bare"], settings),
+            BARE: start_server("bare", ["bench.intake", "bare"], settings),
         }
         try:
-            _measure(servers, load, args)
+            _closed(servers, load, args)
+            servers[FLOOR] = start_server("floor", ["bench.intake", "floor"], settings)
+            _open(servers, OpenLoop(load.bodies, Path(tmp)), args)
         finally:
             for server in servers.values():
                 server.stop()
             admin.delete_topics(settings, created)
 
 
-def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -> None:
+def _closed(servers: dict[str, Server], load: Load, args: argparse.Namespace) -> None:
+    """Throughput: accepted requests/s with N connections, and CPU per request."""
     for server in servers.values():  # warm both up: connections, producer, JIT-free caches
         asyncio.run(closed_loop(server.url, load, 2.0, args.concurrency))
     rates: dict[str, list[float]] = {name: [] for name in servers}
@@ -301,7 +311,7 @@ def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -
     report(
         f"Intake, closed loop: {args.concurrency} connections, {args.seconds:.0f}s rounds",
         rates,
-        "(a) sluice serve intake",
+        INTAKE,
         unit="accepted req/s",
     )
     for name, results in latency.items():
@@ -311,28 +321,48 @@ def _measure(servers: dict[str, Server], load: Load, args: argparse.Namespace) -
         print(f"  {name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms   statuses {codes}")
     for name, per in cpu.items():
         print(f"  {name:<34} server CPU {statistics.median(per):.3f} ms per accepted request")
-    print(f"\nIntake, open loop at {args.rate:,.0f} req/s for {args.seconds:.0f}s")
-    for name, server in servers.items():
-        fixed = asyncio.run(open_loop(server.url, load, args.rate, args.seconds))
+
+
+def _open(servers: dict[str, Server], loop: OpenLoop, args: argparse.Namespace) -> None:
+    """Latency at a fixed arrival rate: medians over rounds, with the p99 of each round."""
+    for server in servers.values():
+        loop.run(server.url, min(args.rate, 300.0), 2.0)  # warm-up, not counted
+    results: dict[str, list[OpenLoopResult]] = {name: [] for name in servers}
+    for _ in range(args.repeats):
+        for name, server in servers.items():
+            results[name].append(loop.run(server.url, args.rate, args.seconds))
+    print(
+        f"\nIntake, open loop at {args.rate:,.0f} req/s, {args.repeats} rounds of "
+        f"{args.seconds:.0f}s, load from {loop.generator}"
+    )
+    for name, rounds_ in results.items():
+        statuses: Counter[str] = Counter()
+        for r in rounds_:
+            statuses.update(r.statuses)
+        p99s = ", ".join(f"{r.p99_ms:.1f}" for r in rounds_)
         print(
-            f"  {name:<34} accepted {fixed.rate:7,.0f} req/s  p50 {fixed.quantile(0.5):6.2f} ms"
-            f"  p99 {fixed.quantile(0.99):6.2f} ms  max {fixed.quantile(1.0):7.2f} ms"
-            f"   statuses {dict(fixed.statuses)}"
+            f"  {name:<34} accepted {statistics.median(r.rate for r in rounds_):7,.0f} req/s"
+            f"  p50 {statistics.median(r.p50_ms for r in rounds_):6.2f} ms"
+            f"  p99 {statistics.median(r.p99_ms for r in rounds_):6.2f} ms (rounds: {p99s})"
+            f"  max {max(r.max_ms for r in rounds_):7.2f} ms"
+            f"   statuses {dict(statuses)} errors {sum(r.errors for r in rounds_)}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="mode")
-    bare = sub.add_parser("bare", help="run the bare handler (used by the benchmark itself)")
-    bare.add_argument("--port", type=int, required=True)
+    for mode, what in (("bare", "the bare handler"), ("floor", "the no-Kafka floor")):
+        server = sub.add_parser(mode, help=f"run {what} (used by the benchmark itself)")
+        server.add_argument("--port", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=1000.0)
     args = parser.parse_args()
-    if args.mode == "bare":
-        web.run_app(bare_app(Settings()), host="127.0.0.1", port=args.port, print=None)
+    if args.mode in ("bare", "floor"):
+        app = bare_app(Settings()) if args.mode == "bare" else floor_app()
+        web.run_app(app, host="127.0.0.1", port=args.port, print=None)
         return
     run(args)
 

@@ -32,7 +32,7 @@ from bench.common import broker, report, rounds
 from pipelines import admin, domain
 from pipelines.runner import Fleet
 from pipelines.serde import SingleObjectSerde
-from pipelines.settings import Settings
+from pipelines.settings import BackpressureSettings, Settings
 from pipelines.stages import saga, stock
 from pipelines.stats import Reservoir
 from producers.generator import GeneratorConfig
@@ -40,6 +40,9 @@ from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
 
 OUTCOMES = ("orders.confirmed", "orders.rejected")
+# No notification workers run here, so their lag only grows: with backpressure on, the
+# order stage would pause itself at the high mark and a long run would never end.
+NO_BACKPRESSURE = BackpressureSettings(enabled=False)
 
 
 def _prepared(bootstrap: str, orders: int, tmp: Path) -> Settings:
@@ -48,6 +51,7 @@ def _prepared(bootstrap: str, orders: int, tmp: Path) -> Settings:
         bootstrap_servers=bootstrap,
         topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
         data_dir=tmp / uuid.uuid4().hex[:6],
+        backpressure=NO_BACKPRESSURE,
     )
     admin.ensure_topics(settings)
     seed_inventory(settings, domain.DEFAULT_SKUS, scale=50)
@@ -216,6 +220,7 @@ def latency_run(
         bootstrap_servers=bootstrap,
         topic_prefix=f"l{uuid.uuid4().hex[:6]}.",
         data_dir=tmp / "latency",
+        backpressure=NO_BACKPRESSURE,
     )
     admin.ensure_topics(settings)
     seed_inventory(settings, domain.DEFAULT_SKUS, scale=50)
