@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from consumers.tail import StartAt, read
 from pipelines.cli import run
 from pipelines.settings import Settings
 from pipelines.stages.windows import WindowConfig
@@ -24,26 +23,6 @@ SMALL = WindowConfig(tumbling_s=5, hopping_s=20, hop_s=10, lateness_s=2, top_n=3
 @pytest.fixture
 def analytics_settings(pipeline_settings: Settings) -> Settings:
     return pipeline_settings.model_copy(update={"analytics": SMALL})
-
-
-def _live_windows(settings: Settings) -> dict[str, dict]:
-    latest: dict[str, dict] = {}
-    for row in read(settings, "analytics.windows", StartAt("beginning")):
-        latest[row["value"]["window_key"]] = row["value"]
-    return latest
-
-
-def _settled(settings: Settings, timeout: float = 90) -> dict[str, dict]:
-    """analytics.windows once it stops changing (every window closed and published)."""
-    deadline = time.monotonic() + timeout
-    previous = _live_windows(settings)
-    while time.monotonic() < deadline:
-        time.sleep(4)
-        current = _live_windows(settings)
-        if current and current == previous:
-            return current
-        previous = current
-    raise AssertionError("analytics.windows kept changing")
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -81,7 +60,7 @@ def test_replay_equals_live_after_a_worker_crash(
         gen = OrderGenerator(GeneratorConfig(seed=31))
         pipeline.wait_for_outcomes(settings, {gen.order_id(n) for n in range(800)}, 180, group)
         time.sleep(SMALL.hopping_s + SMALL.lateness_s + 2)  # every window, hourly too, closed
-        live = _settled(settings)
+        live = pipeline.settled_windows(settings)
         _check_dashboard(group.workers[-1].port)
         pipeline.wait_for_idle(settings, "analytics", timeout=90)
 

@@ -34,7 +34,6 @@ from pipelines.stages.windows import WindowConfig
 from producers.generator import GeneratorConfig, OrderGenerator
 from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
-from tests.integration.test_analytics import _settled
 from tests.support import pipeline
 
 SMALL = WindowConfig(tumbling_s=5, hopping_s=20, hop_s=10, lateness_s=2, top_n=3)
@@ -199,7 +198,7 @@ def test_the_whole_pipeline_keeps_its_invariants_with_acls_on(
             results = _wait_for_results(boss, requested, 120)
             assert all(n == 1 for n in results.values()), results.most_common(3)
             time.sleep(SMALL.hopping_s + SMALL.lateness_s + 2)
-            live = _settled(boss)
+            live = pipeline.settled_windows(boss)
             logs = "".join(w.output() for w in workers)
 
     for principal, password in secure.material.passwords().items():

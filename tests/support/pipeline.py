@@ -166,3 +166,24 @@ def confirmed_quantities(found: dict[str, list[dict[str, Any]]]) -> Counter[str]
                 for line in event["lines"]:
                     units[line["sku"]] += line["quantity"]
     return units
+
+
+def live_windows(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The latest value of every window in analytics.windows, by window key."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in read(settings, "analytics.windows", StartAt("beginning")):
+        latest[row["value"]["window_key"]] = row["value"]
+    return latest
+
+
+def settled_windows(settings: Settings, timeout: float = 90) -> dict[str, dict[str, Any]]:
+    """analytics.windows once it stops changing (every window closed and published)."""
+    deadline = time.monotonic() + timeout
+    previous = live_windows(settings)
+    while time.monotonic() < deadline:
+        time.sleep(4)
+        current = live_windows(settings)
+        if current and current == previous:
+            return current
+        previous = current
+    raise AssertionError("analytics.windows kept changing")
