@@ -8,7 +8,6 @@ broker and any existing cluster.
 
 from __future__ import annotations
 
-import errno
 import sys
 
 import click
@@ -28,7 +27,7 @@ from pipelines.cli.schemas import schemas
 from pipelines.cli.serve import serve
 from pipelines.cli.topics import topics
 from pipelines.cli.worker import worker
-from pipelines.errors import SluiceError
+from pipelines.errors import SluiceError, explain
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -79,28 +78,7 @@ def run(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except (SluiceError, ValidationError, OSError) as exc:
-        return _report(exc)
+        line, code = explain(exc)
+        fail_line(line)
+        return code
     return result if isinstance(result, int) else 0
-
-
-def _report(exc: SluiceError | ValidationError | OSError) -> int:
-    """One `error:` line for an expected failure; the exit code that goes with it."""
-    if isinstance(exc, SluiceError):
-        fail_line(str(exc))
-        return exc.exit_code
-    if isinstance(exc, ValidationError):
-        fail_line("invalid settings: " + "; ".join(_validation_lines(exc)))
-        return 2
-    if exc.errno == errno.ENOSPC:
-        fail_line(f"the disk is full: {exc.filename or exc}")
-    else:
-        fail_line(str(exc))
-    return 1
-
-
-def _validation_lines(exc: ValidationError) -> list[str]:
-    lines = []
-    for item in exc.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "settings"
-        lines.append(f"{where}: {item['msg']}")
-    return lines
