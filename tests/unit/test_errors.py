@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 
 import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from pipelines.errors import ConfigError, TopicError, explain
 from pipelines.settings import Settings
@@ -19,7 +21,7 @@ def test_malformed_nested_settings_name_the_field_and_show_the_form(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SLUICE_BACKPRESSURE", "{bad")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(SettingsError) as caught:
         Settings()
     line, code = explain(caught.value)
     assert code == 2
@@ -30,7 +32,7 @@ def test_malformed_nested_settings_name_the_field_and_show_the_form(
 
 def test_invalid_values_list_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICE_PARTITIONS", "abc")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(ValidationError) as caught:
         Settings()
     line, code = explain(caught.value)
     assert (line.split(":")[0], code) == ("invalid settings", 2)
