@@ -59,6 +59,16 @@ class EncodeError(SluiceError):
     """A record that does not fit its schema."""
 
 
+class RegistryUnavailable(SluiceError):
+    """The schema registry did not answer (down, unreachable, timing out, failing).
+
+    A fault that passes: the record waiting for it is fine, so it is retried, never
+    dead-lettered. Only a registry that answers "no such schema id" makes a record poison.
+    """
+
+    retriable = True
+
+
 class Serde(Protocol):
     """What producers, Faust agents and consumers need from a wire format."""
 
@@ -80,6 +90,29 @@ class Serde(Protocol):
 
     def validate(self, name: str, record: Mapping[str, Any]) -> list[str]:
         """Every problem with `record` under schema `name`; empty when it would encode."""
+        ...
+
+    def missing_schema(self, data: bytes | None) -> int | None:
+        """The registry schema id `data` needs and this serde has not fetched yet, if any.
+
+        Cheap (no I/O): stages call it per record to decide whether to fetch first, off
+        the event loop, before the synchronous `decode`.
+        """
+        ...
+
+    def fetch_schema(self, schema_id: int) -> None:
+        """Fetch one writer schema (blocking I/O: run it in a thread).
+
+        Raises `RegistryUnavailable` when the registry does not answer; an id the registry
+        says it does not have is remembered, and the next `decode` of it is a DecodeError.
+        """
+        ...
+
+    def prepare(self, outputs: list[tuple[str, str]]) -> None:
+        """Make ready to encode (schema name, physical topic) pairs (blocking: a thread).
+
+        Raises `RegistryUnavailable` when a registry is needed and does not answer.
+        """
         ...
 
 
@@ -131,6 +164,16 @@ class SingleObjectSerde:
     def validate(self, name: str, record: Mapping[str, Any]) -> list[str]:
         """Every problem with `record`, as "path: reason" lines, for loaders and the intake."""
         return validate_value(self.store.latest(name).raw, record)
+
+    def missing_schema(self, data: bytes | None) -> int | None:
+        """Never: every writer schema is a local file."""
+        return None
+
+    def fetch_schema(self, schema_id: int) -> None:
+        """Nothing to fetch: there is no registry."""
+
+    def prepare(self, outputs: list[tuple[str, str]]) -> None:
+        """Nothing to prepare: encoders are compiled on first use from local files."""
 
 
 def runtime_schema(schema: SchemaVersion) -> dict[str, Any]:
@@ -221,33 +264,60 @@ class ConfluentSerde:
     fetches the writer schema by id once and resolves it to the newest local version of
     the reader, so old code can read newer records too. `url` may be `mock://...`, the
     client's in-process registry; `client` lets tests share one registry between serdes.
+
+    A registry that does not answer raises `RegistryUnavailable` (retriable); only an
+    answer "no such schema id" makes a record undecodable (`DecodeError`). Stages never
+    call the registry from the event loop: they ask `missing_schema` per record and run
+    `fetch_schema` (and `prepare`, for their outputs) in a thread first.
     """
 
-    def __init__(self, url: str, store: SchemaStore | None = None, *, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        store: SchemaStore | None = None,
+        *,
+        client: Any = None,
+        client_retries: int | None = None,
+    ) -> None:
         if client is None:
             # imported here: the registry client pulls in an HTTP and OAuth stack that
             # single-object users never need
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            client = SchemaRegistryClient.new_client({"url": url})
+            conf: dict[str, Any] = {"url": url, "timeout": REGISTRY_TIMEOUT_S}
+            if client_retries is not None:  # stages retry themselves, off the event loop
+                conf["max.retries"] = client_retries
+            client = SchemaRegistryClient.new_client(conf)
         self.store = store or default_store()
         self.client = client
         self._encoders: dict[tuple[str, str], tuple[SchemaVersion, Encoder]] = {}
         self._writers: dict[int, SchemaVersion] = {}
+        self._unknown: dict[int, str] = {}  # ids the registry said it does not have
         self._plans: dict[tuple[int, str | None], tuple[SchemaVersion, SchemaVersion | None]] = {}
 
     def encode(self, name: str, record: Mapping[str, Any], *, topic: str | None = None) -> bytes:
         subject = f"{topic}-value" if topic else name
-        entry = self._encoders.get((subject, name))
-        if entry is None:
-            schema = self.store.latest(name)
-            header = b"\x00" + struct.pack(">I", self._register(subject, schema))
-            entry = (schema, compile_encoder(runtime_schema(schema), header))
-            self._encoders[(subject, name)] = entry
+        entry = self._encoders.get((subject, name)) or self._encoder(subject, name)
         try:
             return entry[1](record)
         except Exception as exc:  # any mismatch between record and schema surfaces here
             raise encode_error(entry[0], record, exc) from None
+
+    def _encoder(self, subject: str, name: str) -> tuple[SchemaVersion, Encoder]:
+        schema = self.store.latest(name)
+        schema_id = self._register(subject, schema)
+        header = b"\x00" + struct.pack(">I", schema_id)
+        entry = self._encoders[(subject, name)] = (
+            schema,
+            compile_encoder(runtime_schema(schema), header),
+        )
+        self._writers.setdefault(schema_id, schema)  # what we registered, we can read
+        return entry
+
+    def prepare(self, outputs: list[tuple[str, str]]) -> None:
+        for name, topic in outputs:
+            if (f"{topic}-value", name) not in self._encoders:
+                self._encoder(f"{topic}-value", name)
 
     def decode(
         self, data: bytes, reader: str | None = None, *, source: RecordRef | None = None
@@ -276,14 +346,35 @@ class ConfluentSerde:
         """Every problem with `record`, as "path: reason" lines, for loaders and the intake."""
         return validate_value(self.store.latest(name).raw, record)
 
+    def missing_schema(self, data: bytes | None) -> int | None:
+        if not data or len(data) < 5 or data[0] != 0:
+            return None  # not framed: decode says so without the registry
+        schema_id = int.from_bytes(data[1:5], "big")
+        if schema_id in self._writers or schema_id in self._unknown:
+            return None
+        return schema_id
+
+    def fetch_schema(self, schema_id: int) -> None:
+        if schema_id in self._writers:
+            return
+        try:
+            self._writers[schema_id] = self._fetch(schema_id)
+        except DecodeError as exc:  # the registry answered: this id is poison
+            self._unknown[schema_id] = str(exc)
+
     def _register(self, subject: str, schema: SchemaVersion) -> int:
         from confluent_kafka.schema_registry import Schema
 
         try:
             schema_id = self.client.register_schema(subject, Schema(json.dumps(schema.raw), "AVRO"))
         except Exception as exc:  # registry client errors: HTTP, auth, incompatibility
-            raise EncodeError(
-                f"schema registry refused {schema.name} under {subject}: {exc}"
+            if _registry_refused(exc):
+                raise EncodeError(
+                    f"schema registry refused {schema.name} under {subject}: {exc}"
+                ) from None
+            raise RegistryUnavailable(
+                f"schema registry unavailable, cannot register {schema.name} under "
+                f"{subject}: {_brief(exc)}"
             ) from None
         return int(schema_id)
 
@@ -292,21 +383,65 @@ class ConfluentSerde:
         cached = self._writers.get(schema_id)
         if cached is not None:
             return cached
+        unknown = self._unknown.pop(schema_id, None)  # asked again next time: it may appear
+        if unknown is not None:
+            raise DecodeError(unknown, source)
         try:
-            raw = json.loads(self.client.get_schema(schema_id).schema_str or "")
-            fetched = SchemaVersion.from_raw(raw, 0, Path(f"registry:{schema_id}"))
-        except Exception as exc:  # unknown id, registry down, not JSON, not a record
-            raise DecodeError(
-                f"schema id {schema_id} not available from the registry: {exc}", source
-            ) from None
-        local = self.store.by_fingerprint(fetched.fingerprint)
-        writer = local if local is not None and local.name == fetched.name else fetched
-        self._writers[schema_id] = writer
+            writer = self._writers[schema_id] = self._fetch(schema_id)
+        except DecodeError as exc:
+            raise DecodeError(str(exc), source) from None
         return writer
 
+    def _fetch(self, schema_id: int) -> SchemaVersion:
+        """One registry look-up: DecodeError when the registry says no, else unavailable."""
+        try:
+            registered = self.client.get_schema(schema_id)
+        except Exception as exc:  # HTTP errors, connection refused, timeouts
+            if _not_found(exc):
+                raise DecodeError(
+                    f"schema id {schema_id} not available from the registry: {exc}"
+                ) from None
+            raise RegistryUnavailable(
+                f"schema registry unavailable, cannot fetch schema id {schema_id}: {_brief(exc)}"
+            ) from None
+        try:
+            raw = json.loads(registered.schema_str or "")
+            fetched = SchemaVersion.from_raw(raw, 0, Path(f"registry:{schema_id}"))
+        except Exception as exc:  # not JSON, not a record: the registry's answer is unusable
+            raise DecodeError(
+                f"schema id {schema_id} from the registry is not a usable Avro record schema: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        local = self.store.by_fingerprint(fetched.fingerprint)
+        return local if local is not None and local.name == fetched.name else fetched
 
-def serde_for(settings: Settings) -> Serde:
-    """Confluent framing when a schema registry is configured, else single-object encoding."""
+
+REGISTRY_TIMEOUT_S = 10.0  # per HTTP request: a registry that hangs counts as unavailable
+
+
+def _not_found(exc: Exception) -> bool:
+    """The registry answered that it has no such schema (HTTP 404)."""
+    return getattr(exc, "http_status_code", None) == 404
+
+
+def _registry_refused(exc: Exception) -> bool:
+    """The registry answered and said no to a registration (a 4xx other than auth/throttle)."""
+    status = getattr(exc, "http_status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+def _brief(exc: Exception) -> str:
+    """One line naming a transport or HTTP failure."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def serde_for(settings: Settings, *, client_retries: int | None = None) -> Serde:
+    """Confluent framing when a schema registry is configured, else single-object encoding.
+
+    `client_retries` overrides the registry client's own retries (3, sleeping in the
+    calling thread); stages pass 0 because they retry with backoff themselves.
+    """
     if settings.schema_registry_url:
-        return ConfluentSerde(settings.schema_registry_url)
+        return ConfluentSerde(settings.schema_registry_url, client_retries=client_retries)
     return SingleObjectSerde()

@@ -53,6 +53,19 @@ REVOKE_COMMIT_S = 5.0  # a commit in the revoke callback must not stall the reba
 STALL_S = 15.0  # a head hole older than this is re-read; a slow record takes far less
 
 
+_OUTSIDE_WAITS: set[str] = set()
+
+
+def outside_wait(reason: str, waiting: bool) -> None:
+    """Say that the stage is stalled on purpose by `reason` (a schema registry outage),
+    or no longer: meanwhile records sit unprocessed behind their commit by design, and
+    re-reading them (what the healer does for a stall) would only fetch them twice."""
+    if waiting:
+        _OUTSIDE_WAITS.add(reason)
+    else:
+        _OUTSIDE_WAITS.discard(reason)
+
+
 def hole_at_head(acked: list[int], committed: int | None) -> bool:
     """True when the oldest acknowledged offset is past the next one to commit."""
     return bool(acked) and committed is not None and min(acked) > committed
@@ -245,6 +258,9 @@ class HoleHealer:
         self.healed = 0
 
     async def tick(self) -> None:
+        if _OUTSIDE_WAITS:  # stalled on purpose; the stall clock starts again afterwards
+            self.since = {}
+            return
         consumer: Any = self.app.consumer  # Faust's bookkeeping is not in its interface
         now = time.monotonic()
         holes: dict[Any, int] = {}

@@ -66,15 +66,52 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Registry:
+    """A registry that can be stopped and started again on the same port, keeping its
+    schemas (as a real one keeps them in its `_schemas` topic): for outage tests."""
+
+    def __init__(self) -> None:
+        self.state = _State()
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self.state))
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop answering: connections to the port are refused until `start`."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
 @contextmanager
 def schema_registry() -> Iterator[str]:
     """Serve a registry on a free loopback port; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(_State()))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    with running_registry() as registry:
+        yield registry.url
+
+
+@contextmanager
+def running_registry() -> Iterator[Registry]:
+    """A `Registry` started on a free loopback port, stopped at the end."""
+    registry = Registry()
+    registry.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield registry
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        registry.stop()
