@@ -38,8 +38,12 @@ class Aggregator:
     partials: dict[str, windows.Partial] = field(default_factory=dict)
     events: int = 0
     undecodable: int = 0
+    out_of_range: int = 0  # event time no window can hold: the live stage dead-letters these
 
     def apply(self, topic: str, record: dict[str, Any], record_ts_ms: int) -> None:
+        if windows.unusable_time(topic, record) is not None:
+            self.out_of_range += 1
+            return
         event_ms = int(record[windows.EVENT_TIME[topic]])
         late = windows.is_late(record_ts_ms, event_ms, self.config)
         partials = self.partials

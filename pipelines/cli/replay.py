@@ -82,6 +82,7 @@ def replay(
     summary = {
         "events": aggregator.events,
         "undecodable": aggregator.undecodable,
+        "out_of_range": aggregator.out_of_range,
         "windows": len(records),
         "planned_records": the_plan.total,
         "from_ms": from_ms,

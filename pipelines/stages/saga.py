@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import rules
+from pipelines.eventtime import event_time_problem
 
 Source = tuple[str, int, int]  # topic, partition, offset of the record being processed
 State = dict[str, Any]
@@ -56,7 +57,7 @@ def on_placed(
     """An OrderPlaced arrived (first time, replayed, or duplicated)."""
     if state is not None:
         return _placed_again(state, source, now_ms, terminal=terminal)
-    verdict = rules.validate(order)
+    verdict = validate(order)
     if not verdict.ok:
         decision = {
             "kind": "rejected",
@@ -76,6 +77,18 @@ def on_placed(
         reservations=reserve,
         status=_status(order["order_id"], "ACCEPTED", None, now_ms),
     )
+
+
+def validate(order: Mapping[str, Any]) -> rules.Verdict:
+    """The business rules, and an event time every downstream reader can use.
+
+    An order whose `placed_at` is outside `pipelines.eventtime`'s range is decodable and
+    keyed, so it ends like any other invalid order (REJECTED INVALID, exactly once, no
+    stock touched) rather than vanishing into a DLQ without a terminal event; analytics
+    dead-letters its placement, whose time no window can hold.
+    """
+    problem = event_time_problem("placed_at", order["placed_at"])
+    return rules.Verdict(False, problem) if problem else rules.validate(order)
 
 
 def _placed_again(state: State, source: Source, now_ms: int, *, terminal: bool) -> Effects:

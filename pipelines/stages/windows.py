@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.eventtime import event_time_problem
+
 Partial = dict[str, Any]  # {"count", "sum", "top": {k: n}, "hist": {b: n}, "late"}
 
 
@@ -68,6 +70,20 @@ EVENT_TIME = {
     "notifications.results": "completed_at",
 }
 SOURCES = tuple(EVENT_TIME)
+
+
+def unusable_time(topic: str, record: Mapping[str, Any]) -> str | None:
+    """Why `record` cannot be put in a window (an event time out of range), or None.
+
+    The live stage dead-letters such a record and `sluice replay` skips it, with the same
+    test, so replay still equals live. A notification result's `requested_at` is checked
+    too: its send latency (completion minus request) is summed into a window.
+    """
+    field = EVENT_TIME[topic]
+    problem = event_time_problem(field, record[field])
+    if problem is None and topic == "notifications.results":
+        problem = event_time_problem("requested_at", record["requested_at"])
+    return problem
 
 
 def contributions(

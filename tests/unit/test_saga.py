@@ -200,3 +200,19 @@ def test_replayed_placement_of_a_pending_order_resends_missing_reservations() ->
         state, ORDER, terminal=False, source=("orders.placed", 0, 77), now_ms=8, config=CFG
     )
     assert dup.reservations == []
+
+
+def test_a_placed_at_no_window_can_hold_ends_invalid_without_touching_stock() -> None:
+    for placed_at in (-(2**63), -1, 2**63 - 1):
+        order = {**ORDER, "placed_at": placed_at}
+        effects = saga.on_placed(None, order, terminal=False, source=PLACED, now_ms=6, config=CFG)
+        assert effects.reservations == []  # no stock taken, none to release
+        assert effects.outcome is not None
+        kind, record = effects.outcome
+        assert (kind, record["reason"]) == ("rejected", "INVALID")
+        assert record["detail"].startswith(f"placed_at: event time {placed_at} is outside")
+        again = saga.on_placed(
+            effects.state, order, terminal=True, source=("orders.placed", 0, 11), now_ms=7,
+            config=CFG,
+        )  # fmt: skip
+        assert again.outcome is None  # a duplicate does not end it twice

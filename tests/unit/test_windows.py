@@ -120,3 +120,22 @@ def test_latency_percentiles_are_bucket_bounds() -> None:
     assert p["p50"] < 48
     assert p["p99"] >= 1000
     assert p["p99"] < 1200
+
+
+def test_event_times_no_window_can_hold_are_skipped_and_counted_like_live() -> None:
+    agg = Aggregator(CFG)
+    for at in (-(2**63), -1, 2**63 - 1):
+        assert windows.unusable_time("orders.placed", _placed(1, at)) is not None
+        agg.apply("orders.placed", _placed(1, at), T)
+    result = {"channel": "SMS", "status": "DELIVERED", "requested_at": -(2**63)}
+    problem = windows.unusable_time("notifications.results", {**result, "completed_at": T})
+    assert problem is not None
+    assert problem.startswith("requested_at: event time")
+    agg.apply("notifications.results", {**result, "completed_at": T}, T)
+    agg.apply("orders.placed", _placed(2, T), T)
+    assert (agg.events, agg.out_of_range) == (1, 4)
+    assert [w["window_key"] for w in agg.records()] == [
+        f"orders_placed|all|{T}",
+        f"top_skus|all|{T}",
+    ]
+    assert windows.unusable_time("orders.confirmed", _confirmed(1, T)) is None
