@@ -169,6 +169,9 @@ APP_IDS = {
     "analytics": "sluice-analytics",
 }
 
+#: The order stage's repartition topic: placements re-keyed by order id (internal).
+PLACED_REKEYED = f"{APP_IDS['orders']}-placed-rekeyed"
+
 
 def _changelog(app: str, table: str, doc: str) -> TopicSpec:
     return TopicSpec(
@@ -197,6 +200,13 @@ INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
     "orders": (
         _changelog("orders", "orders", "Saga state per order (the orders app's table)."),
         _changelog("orders", "inventory", "Stock per SKU and stock decisions per request."),
+        TopicSpec(
+            PLACED_REKEYED,
+            "order_id",
+            f"{NS}.orders.OrderPlaced",
+            "Placed orders whose record key or partition was not their order id's (keyless, "
+            "or from a producer that keys otherwise), re-keyed by order id for the saga.",
+        ),
         _leader("orders"),
     ),
     "notifications": (
