@@ -12,6 +12,10 @@ Two steps, one consumer group (`sluice-analytics`):
    analytics.windows, compacted by window key.
 
 The aggregation itself is `pipelines.stages.windows`, the same code `sluice replay` runs.
+A record whose event time no window can hold (outside `pipelines.eventtime`'s range) is
+dead-lettered with the reason, and replay skips it by the same test. The merge never
+stops on one bad partial: a partial whose window cannot be published (it would not
+encode) is dead-lettered and the window stays as it was.
 """
 
 from __future__ import annotations
@@ -30,27 +34,34 @@ from pipelines.serde import serde_for
 from pipelines.settings import get_settings
 from pipelines.stages import windows
 from pipelines.stages.analytics_web import WindowView, install_views
+from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
     DirectSender,
     StageMetrics,
-    dlq_headers,
     install_web,
     make_app,
     now_ms,
     record_ref,
     table,
 )
+from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
 
 settings = get_settings()
 config = settings.analytics
-serde = serde_for(settings)
+serde = serde_for(settings, client_retries=0)  # the schema gate retries, off the event loop
 metrics = StageMetrics("analytics")
 app = make_app("analytics", settings)
 sender = DirectSender(app)
+WINDOWS_TOPIC = settings.topic("analytics.windows")
+WINDOW_SCHEMA = "sluice.analytics.WindowAggregate"
+dead_letters = DeadLetters(
+    "analytics", settings.topic("analytics.dlq"), sender.send, metrics.dead_letters
+)
+schema_gate = SchemaGate(serde, [(WINDOW_SCHEMA, WINDOWS_TOPIC)])
 SCHEMAS = {
     "orders.placed": "sluice.orders.OrderPlaced",
     "orders.confirmed": "sluice.orders.OrderConfirmed",
@@ -81,17 +92,18 @@ async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     async for event in stream.events():
         topic = settings.logical_topic(event.message.topic)
         metrics.received(topic)
-        ref = record_ref(event, topic)
+        ref = record_ref(event)
+        if schema_gate.blocked(ref.value):
+            await schema_gate.ready(ref.value)  # a registry outage waits, never DLQs
         try:
-            record = serde.decode(event.value or b"", SCHEMAS[topic], source=ref)
+            record = serde.decode(ref.value or b"", SCHEMAS[topic], source=ref)
         except RecordError as exc:
-            metrics.dead_letters.labels("analytics", "undecodable").inc()
-            await sender.send(
-                settings.topic("analytics.dlq"),
-                ref.key,
-                ref.value or b"",
-                dlq_headers(ref, str(exc), "analytics"),
-            )
+            await dead_letters.write(ref, str(exc))
+            yield None
+            continue
+        problem = windows.unusable_time(topic, record)
+        if problem is not None:  # replay skips it by the same test
+            await dead_letters.write(ref, problem)
             yield None
             continue
         _fold(topic, record, event.message)
@@ -184,33 +196,37 @@ async def publish_partials() -> None:
 async def merge(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Keep each partition's latest partial per window; publish closed windows."""
     async for event in stream.events():
-        message = json.loads(event.value or b"{}")
-        key = message["window_key"].encode()
-        entry = merged.get(key) or {"size_ms": message["size_ms"], "parts": {}}
-        parts = {**entry["parts"], str(message["partition"]): message["partial"]}
-        merged[key] = {"size_ms": message["size_ms"], "parts": parts}
-        start = int(message["window_key"].rsplit("|", 1)[1])
-        if now_ms() >= start + message["size_ms"] + config.lateness_s * 1000:
-            await _publish_window(message["window_key"], message["size_ms"], parts)
+        try:
+            await _merge_one(event.value)
+        except Exception as exc:  # one bad partial must not stop the merge (nor restart it)
+            log.warning("partial %s dead-lettered: %s", event.message.offset, exc)
+            await dead_letters.write(record_ref(event), f"{type(exc).__name__}: {exc}")
         yield None
+
+
+async def _merge_one(value: bytes | None) -> None:
+    """Merge one partial; the window must encode before the partial is kept."""
+    message = json.loads(value or b"{}")
+    window_key, size_ms = str(message["window_key"]), int(message["size_ms"])
+    key = window_key.encode()
+    entry = merged.get(key) or {"size_ms": size_ms, "parts": {}}
+    parts = {**entry["parts"], str(message["partition"]): message["partial"]}
+    record = windows.record(window_key, size_ms, windows.merge(parts.values()), config.top_n)
+    encoded = serde.encode(WINDOW_SCHEMA, record, topic=WINDOWS_TOPIC)  # raises if it cannot
+    merged[key] = {"size_ms": size_ms, "parts": parts}
+    if now_ms() >= record["window_end"] + config.lateness_s * 1000:
+        await _publish_window(window_key, record, encoded)
 
 
 _published: dict[str, str] = {}
 
 
-async def _publish_window(window_key: str, size_ms: int, parts: dict[str, Any]) -> None:
-    value = windows.merge(parts.values())
-    record = windows.record(window_key, size_ms, value, config.top_n)
+async def _publish_window(window_key: str, record: dict[str, Any], encoded: bytes) -> None:
     fingerprint = json.dumps(record, sort_keys=True)
     if _published.get(window_key) == fingerprint:
         return
     _published[window_key] = fingerprint
-    topic = settings.topic("analytics.windows")
-    await sender.send(
-        topic,
-        window_key.encode(),
-        serde.encode("sluice.analytics.WindowAggregate", record, topic=topic),
-    )
+    await sender.send(WINDOWS_TOPIC, window_key.encode(), encoded)
     metrics.sent("analytics.windows")
 
 

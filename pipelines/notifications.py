@@ -32,6 +32,7 @@ from typing import Any
 import faust
 from prometheus_client import Counter, Gauge, Histogram
 
+from pipelines.catalog import RETRY_STEPS
 from pipelines.catalog import get as catalog_topic
 from pipelines.delivery import (
     DeliveryError,
@@ -46,13 +47,13 @@ from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.settings import get_settings
 from pipelines.stages import notify
+from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
     DirectSender,
     StageMetrics,
-    dlq_headers,
     install_web,
     make_app,
     now_ms,
@@ -60,6 +61,7 @@ from pipelines.stages.faustapp import (
     table,
 )
 from pipelines.stages.relay import DelayRelay
+from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ class SenderPool:
 
 
 settings = get_settings()
-serde = serde_for(settings)
+serde = serde_for(settings, client_retries=0)  # the schema gates retry, off the event loop
 policy = notify.Policy(
     max_attempts=settings.notifications.max_attempts,
     delays_s=settings.notifications.retry_delays_s,
@@ -167,11 +169,19 @@ def _topic(name: str) -> faust.TopicT:
 
 
 sender = DirectSender(app)
+DLQ = settings.topic("notifications.dlq")
+dead_letters = DeadLetters("notifications", DLQ, sender.send, metrics.dead_letters)
+OUTPUTS = (
+    *((REQUESTED, f"notifications.retry.{step}") for step in RETRY_STEPS),
+    (REQUESTED, "notifications.dlq"),
+    (RESULT, "notifications.results"),
+)
+schema_gate = SchemaGate(serde, [(schema, settings.topic(t)) for schema, t in OUTPUTS])
 senders = SenderPool(settings.delivery, settings.notifications.concurrency)
 limits = {channel: TokenBucket(0.0) for channel in CHANNELS}
 attempts = table(app, "attempts", JSON_STATE)
 results = table(app, "results", RAW_SCHEMA, _topic("notifications.results"))
-relay = DelayRelay(settings, serde, metrics)
+relay = DelayRelay(settings, serde, metrics, SchemaGate(serde, []))
 busy: set[bytes] = set()  # ids an actor of this worker is processing right now
 install_web(app, metrics, {"attempts": attempts, "results": results})
 
@@ -200,28 +210,33 @@ async def _handle(channel: str, event: faust.EventT[bytes]) -> None:
     started = time.perf_counter()
     logical = settings.logical_topic(event.message.topic)
     metrics.received(logical)
-    ref = record_ref(event, logical)
+    ref = record_ref(event)
+    if schema_gate.blocked(ref.value):
+        await schema_gate.ready(ref.value)  # a registry outage waits, never DLQs
     try:
-        await _process(channel, event, ref)
+        await _process(channel, event, ref, logical)
     except RecordError as exc:
-        await _dead_letter_raw(ref, str(exc))
+        await dead_letters.write(ref, str(exc))
     except Exception as exc:  # a bug on one record must not stop the partition
         log.exception("poison record %s[%s]@%s", ref.topic, ref.partition, ref.offset)
         metrics.errors.labels("notifications", type(exc).__name__).inc()
-        await _dead_letter_raw(ref, f"{type(exc).__name__}: {exc}")
+        await dead_letters.write(ref, f"{type(exc).__name__}: {exc}")
     metrics.latency.labels("notifications", logical).observe(time.perf_counter() - started)
 
 
-async def _process(channel: str, event: faust.EventT[bytes], ref: RecordRef) -> None:
-    task = serde.decode(event.value or b"", REQUESTED, source=ref)
+async def _process(channel: str, event: faust.EventT[bytes], ref: RecordRef, logical: str) -> None:
+    task = serde.decode(ref.value or b"", REQUESTED, source=ref)
     key = event.key or task["notification_id"].encode()
     raw_token = (event.headers or {}).get(notify.REDRIVE_HEADER)
+    stored = results.get(key)
+    if schema_gate.blocked(stored):  # written by another worker, maybe under another id
+        await schema_gate.ready(stored)
     step = notify.on_task(
         task,
         state=attempts.get(key),
         result=_result_status(key),
         token=raw_token.decode() if raw_token else None,
-        source=(ref.topic, ref.partition, ref.offset),
+        source=(logical, ref.partition, ref.offset),
         busy=key in busy,
         now_ms=now_ms(),
         policy=policy,
@@ -321,14 +336,16 @@ async def _dead_letter_task(channel: str, key: bytes, ref: RecordRef, step: noti
     assert step.task is not None
     attempts[key] = step.state
     error = step.error or "dead-lettered"
-    headers = dlq_headers(ref, error, "notifications") + notify.dead_letter_headers(
-        step.task, step.state
+    await dead_letters.write(
+        ref,
+        error,
+        key=key,
+        value=serde.encode(REQUESTED, step.task, topic=DLQ),
+        extra_headers=notify.dead_letter_headers(step.task, step.state),
     )
-    dlq = settings.topic("notifications.dlq")
-    await _publish("notifications.dlq", key, serde.encode(REQUESTED, step.task, topic=dlq), headers)
+    metrics.sent("notifications.dlq")
     results[key] = _encoded_result(step)
     metrics.sent("notifications.results")
-    metrics.dead_letters.labels("notifications", error.split(":", 1)[0][:40]).inc()
     delivery_metrics.dead.labels(channel).inc()
     log.info("notification %s dead-lettered: %s", step.task["notification_id"], error)
 
@@ -349,17 +366,6 @@ async def _publish(
 ) -> None:
     await sender.send(settings.topic(logical), key, value, headers or None)
     metrics.sent(logical)
-
-
-async def _dead_letter_raw(ref: RecordRef, error: str) -> None:
-    """An undecodable (or poison) record: to the DLQ as it was, with the reason."""
-    metrics.dead_letters.labels("notifications", error.split(":", 1)[0][:40]).inc()
-    await sender.send(
-        settings.topic("notifications.dlq"),
-        ref.key,
-        ref.value or b"",
-        dlq_headers(ref, error, "notifications"),
-    )
 
 
 def reshare(owned: set[Any]) -> None:

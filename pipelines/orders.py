@@ -15,6 +15,13 @@ like this one). Exactly-once *outcomes* come from the tables instead: `confirmed
 orders.rejected and orders.status themselves, so writing the outcome and remembering
 that the order has ended are a single record. After a crash the tables are restored
 from those topics, and a replayed event finds its order already ended.
+
+A placement that is not in its order id's partition under its order id as key (a
+keyless record from Kafka Connect or a console producer, another key, another
+partitioner) is re-keyed through the app's own repartition topic (`PLACED_REKEYED`,
+co-partitioned with inventory.results) before the saga touches any stock; see
+`pipelines.stages.homing`. Re-producing it onto orders.placed instead would count it
+twice in analytics and in the intake's recovery, which read that topic too.
 """
 
 from __future__ import annotations
@@ -28,25 +35,29 @@ from typing import Any
 import faust
 
 from pipelines.backpressure import EDGES
-from pipelines.errors import RecordError
+from pipelines.catalog import PLACED_REKEYED
+from pipelines.catalog import get as catalog_topic
+from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.settings import get_settings
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
+from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
     DirectSender,
     StageMetrics,
-    dlq_headers,
     install_web,
     make_app,
     now_ms,
     record_ref,
     table,
 )
+from pipelines.stages.homing import at_home, home_partition
+from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +66,7 @@ RESULT = "sluice.inventory.ReservationResult"
 REQUEST = "sluice.inventory.ReservationRequested"
 
 settings = get_settings()
-serde = serde_for(settings)
+serde = serde_for(settings, client_retries=0)  # the schema gate retries, off the event loop
 config = saga.SagaConfig(decline_rate=settings.orders.decline_rate)
 metrics = StageMetrics("orders")
 app = make_app("orders", settings)
@@ -65,10 +76,30 @@ def _topic(name: str, **kw: Any) -> faust.TopicT:
     return app.topic(settings.topic(name), partitions=settings.partitions, **RAW, **kw)
 
 
-saga_input = app.topic(settings.topic("orders.placed"), settings.topic("inventory.results"), **RAW)
+saga_input = app.topic(
+    settings.topic("orders.placed"),
+    settings.topic("inventory.results"),
+    settings.topic(PLACED_REKEYED),
+    **RAW,
+)
 reservations = _topic("inventory.reservations")
 sender = DirectSender(app)
+dead_letters = DeadLetters(
+    "orders", settings.topic("orders.dlq"), sender.send, metrics.dead_letters
+)
 NOTIFICATION_TOPICS = {ch: f"notifications.{ch.lower()}" for ch in CHANNELS}
+OUTPUTS = (
+    "inventory.reservations",
+    "inventory.results",
+    *NOTIFICATION_TOPICS.values(),
+    "orders.status",
+    "orders.confirmed",
+    "orders.rejected",
+)
+schema_gate = SchemaGate(
+    serde, [(str(catalog_topic(t).value_schema), settings.topic(t)) for t in OUTPUTS]
+)
+REKEYED_TOPIC = settings.topic(PLACED_REKEYED)
 
 orders = table(app, "orders", JSON_STATE)
 inventory = table(app, "inventory", JSON_STATE)
@@ -88,10 +119,13 @@ async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Validate, reserve, pay and end each order; see `pipelines.stages.saga`."""
     async for event in stream.events():
         started = time.perf_counter()
-        logical = settings.logical_topic(event.message.topic)
+        message = event.message
+        logical = settings.logical_topic(message.topic)
         metrics.received(logical)
         if logical == "orders.placed":
-            controller.taken(event.message.topic, event.message.partition, event.message.offset)
+            controller.taken(message.topic, message.partition, message.offset)
+        if schema_gate.blocked(message.value):
+            await schema_gate.ready(message.value)  # a registry outage waits, never DLQs
         effects = await _saga_step(event, logical)
         if effects is not None:
             _track_inflight(event.message.partition, event.key or b"", effects)
@@ -108,31 +142,57 @@ def _track_inflight(partition: int, key: bytes, effects: saga.Effects) -> None:
 
 
 async def _saga_step(event: faust.EventT[bytes], logical: str) -> saga.Effects | None:
-    """Decode and run the saga for one record; poison goes to the DLQ and returns None."""
-    ref = record_ref(event, logical)
-    key = event.key or b""
+    """Decode and run the saga for one record; poison goes to the DLQ and returns None.
+
+    A placement away from its order id's partition (or key) is re-keyed and returns None:
+    the saga sees it when it comes back through the repartition topic.
+    """
+    ref = record_ref(event)
+    key = ref.key or b""
     try:
-        is_placed = logical == "orders.placed"
-        record = serde.decode(event.value or b"", PLACED if is_placed else RESULT, source=ref)
+        is_placed = logical != "inventory.results"
+        record = serde.decode(ref.value or b"", PLACED if is_placed else RESULT, source=ref)
+        if is_placed:
+            order_id = record["order_id"].encode()
+            if not at_home(ref.key, ref.partition, order_id, settings.partitions):
+                await _rekey(ref, order_id, from_rekeyed=logical == PLACED_REKEYED)
+                return None
         step = saga.on_placed if is_placed else saga.on_result
         effects = step(
             orders.get(key),
             record,
             terminal=_ended(key),
-            source=(ref.topic, ref.partition, ref.offset),
+            source=(logical, ref.partition, ref.offset),
             now_ms=now_ms(),
             config=config,
         )
     except RecordError as exc:
-        await _dead_letter(ref, str(exc))
+        await dead_letters.write(ref, str(exc))
         return None
     except Exception as exc:  # a bug on one record must not stop the partition
         log.exception("poison record %s[%s]@%s", ref.topic, ref.partition, ref.offset)
-        await _dead_letter(ref, f"{type(exc).__name__}: {exc}")
+        await dead_letters.write(ref, f"{type(exc).__name__}: {exc}")
         return None
     if effects.note:
         log.debug("order %s: %s", key.decode(errors="replace"), effects.note)
     return effects
+
+
+async def _rekey(ref: RecordRef, order_id: bytes, *, from_rekeyed: bool) -> None:
+    """Send a stray placement, unchanged, to its order id's partition of the repartition
+    topic (the default partitioner is the same murmur2 as inventory.results')."""
+    if from_rekeyed:  # only if the topics' partition counts disagree: never loop
+        home = home_partition(order_id, settings.partitions)
+        raise RecordError(
+            f"re-keyed order {order_id.decode(errors='replace')} arrived in partition "
+            f"{ref.partition}, not {home}: {REKEYED_TOPIC} and the saga's other inputs "
+            f"must have {settings.partitions} partitions",
+            ref,
+        )
+    origin = f"{ref.topic}[{ref.partition}]@{ref.offset}".encode()
+    await sender.send(REKEYED_TOPIC, order_id, ref.value, [("sluice.rekeyed.from", origin)])
+    metrics.sent(PLACED_REKEYED)
+    log.debug("order %s re-keyed from %s", order_id.decode(errors="replace"), origin.decode())
 
 
 def _ended(key: bytes) -> bool:
@@ -172,13 +232,6 @@ async def _send(logical: str, key: str, schema: str, record: dict[str, Any]) -> 
     metrics.sent(logical)
 
 
-async def _dead_letter(ref: Any, error: str) -> None:
-    metrics.dead_letters.labels("orders", error.split(":", 1)[0][:40]).inc()
-    await sender.send(
-        settings.topic("orders.dlq"), ref.key, ref.value or b"", dlq_headers(ref, error, "orders")
-    )
-
-
 _pending_prune: dict[int, collections.deque[tuple[int, bytes]]] = collections.defaultdict(
     collections.deque
 )
@@ -190,11 +243,13 @@ async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     async for event in stream.events():
         started = time.perf_counter()
         metrics.received("inventory.reservations")
-        ref = record_ref(event, "inventory.reservations")
+        ref = record_ref(event)
+        if schema_gate.blocked(ref.value):
+            await schema_gate.ready(ref.value)
         try:
-            request = serde.decode(event.value or b"", REQUEST, source=ref)
+            request = serde.decode(ref.value or b"", REQUEST, source=ref)
         except RecordError as exc:
-            await _dead_letter(ref, str(exc))
+            await dead_letters.write(ref, str(exc))
             yield None
             continue
         step = stock.handle(

@@ -208,7 +208,7 @@ class DirectSender:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         producer = self._producer
@@ -307,22 +307,14 @@ def install_web(
             log.warning("cannot write to %s: %s", directory, exc)
 
 
-def dlq_headers(ref: RecordRef, error: str, stage: str) -> list[tuple[str, bytes]]:
-    """Headers that say where a dead letter came from and why (the value stays as it was)."""
-    return [
-        ("sluice.error", error.encode()[:1000]),
-        ("sluice.stage", stage.encode()),
-        ("sluice.source.topic", ref.topic.encode()),
-        ("sluice.source.partition", str(ref.partition).encode()),
-        ("sluice.source.offset", str(ref.offset).encode()),
-        ("sluice.failed_at", str(int(time.time() * 1000)).encode()),
-    ]
+def record_ref(event: Any) -> RecordRef:
+    """The coordinates and bytes of the record behind a Faust event.
 
-
-def record_ref(event: Any, logical_topic: str) -> RecordRef:
-    """The coordinates and bytes of the record behind a Faust event."""
+    The topic is the physical one (with the prefix): it is what logs and dead-letter
+    headers must name, so that an operator's tools find the record where it really is.
+    """
     message = event.message
-    return RecordRef(logical_topic, message.partition, message.offset, message.key, message.value)
+    return RecordRef(message.topic, message.partition, message.offset, message.key, message.value)
 
 
 def now_ms() -> int:

@@ -16,6 +16,11 @@ and commits an offset only after the re-published record is acknowledged.
 
 Delivery is at least once: a crash or rebalance between publishing and committing
 re-publishes a record, which the stage recognises as a duplicate attempt.
+
+With a schema registry, a record whose writer schema is not known yet is looked up (in
+a thread, by the schema gate) before it is held; while the registry does not answer,
+its partition is sought back to it and the relay keeps polling, so the group membership
+survives an outage of any length and nothing is dead-lettered for it.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from pipelines.catalog import RETRY_STEPS
 from pipelines.errors import RecordError, RecordRef
 from pipelines.serde import Serde
 from pipelines.settings import Settings
-from pipelines.stages.faustapp import StageMetrics, dlq_headers
+from pipelines.stages.deadletter import DeadLetters
+from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.notify import DelayGate
+from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,18 @@ class DelayRelay:
     """Moves due records from the delay topics to their channel topics (see module doc)."""
 
     def __init__(
-        self, settings: Settings, serde: Serde, metrics: StageMetrics, *, max_wait_s: float = 1.0
+        self,
+        settings: Settings,
+        serde: Serde,
+        metrics: StageMetrics,
+        schemas: SchemaGate | None = None,
+        *,
+        max_wait_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.serde = serde
         self.metrics = metrics
+        self.schemas = schemas or SchemaGate(serde, [])
         self.max_wait_s = max_wait_s
         self.sources = [settings.topic(f"notifications.retry.{step}") for step in RETRY_STEPS]
         self.gate: DelayGate[TopicPartition, Held] = DelayGate()
@@ -115,8 +129,15 @@ class DelayRelay:
     async def cycle(self, consumer: Any, producer: Any) -> None:
         """Fetch (waiting at most until the next head is due), relay what is due, re-pause."""
         batch = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=500)
+        stalled = False
         for tp, records in batch.items():
             for record in records:
+                if self.schemas.blocked(record.value) and not await self.schemas.try_ready(
+                    record.value
+                ):
+                    consumer.seek(tp, record.offset)  # read again once the registry answers
+                    stalled = True
+                    break
                 due, held = self._held(record)
                 self.gate.hold(tp, due, held)
         released = self.gate.release(now_ms())
@@ -127,12 +148,13 @@ class DelayRelay:
             except (CommitFailedError, IllegalStateError) as exc:
                 log.info("delay relay: commit after a rebalance failed (%s); will re-read", exc)
         self._sync_pauses(consumer)
+        if stalled:  # the gate logs the outage (once per interval); poll on meanwhile
+            await asyncio.sleep(self.schemas.first_delay_s)
 
     def _held(self, record: Any) -> tuple[int, Held]:
         """When `record` is due and where it goes; undecodable records are due at once."""
-        logical = self.settings.logical_topic(record.topic)
-        self.metrics.received(logical)
-        ref = RecordRef(logical, record.partition, record.offset, record.key, record.value)
+        self.metrics.received(self.settings.logical_topic(record.topic))
+        ref = RecordRef(record.topic, record.partition, record.offset, record.key, record.value)
         try:
             task = self.serde.decode(record.value or b"", REQUESTED, source=ref)
         except RecordError as exc:
@@ -148,21 +170,33 @@ class DelayRelay:
         for tp, held in released:
             record = held.record
             if held.target is None:
-                logical = self.settings.logical_topic(record.topic)
-                ref = RecordRef(logical, record.partition, record.offset, record.key, record.value)
-                target = "notifications.dlq"
-                headers = dlq_headers(ref, held.error or "undecodable", "notifications")
-                self.metrics.dead_letters.labels("notifications", "undecodable").inc()
+                ref = RecordRef(
+                    record.topic, record.partition, record.offset, record.key, record.value
+                )
+                letters = self._dead_letters(producer)
+                pending.append(await letters.write(ref, held.error or "undecodable"))
+                self.metrics.sent("notifications.dlq")
             else:
-                target, headers = held.target, list(record.headers or ())
-            physical = self.settings.topic(target)
-            pending.append(
-                await producer.send(physical, record.value, key=record.key, headers=headers)
-            )
-            self.metrics.sent(target)
+                physical = self.settings.topic(held.target)
+                headers = list(record.headers or ())
+                pending.append(
+                    await producer.send(physical, record.value, key=record.key, headers=headers)
+                )
+                self.metrics.sent(held.target)
             offsets[tp] = record.offset + 1
         await asyncio.gather(*pending)
         return offsets
+
+    def _dead_letters(self, producer: Any) -> DeadLetters:
+        """The stage's DLQ writer over this session's producer (whose futures we gather)."""
+
+        async def send(
+            topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> Any:
+            return await producer.send(topic, value, key=key, headers=headers)
+
+        dlq = self.settings.topic("notifications.dlq")
+        return DeadLetters("notifications", dlq, send, self.metrics.dead_letters)
 
     def _sync_pauses(self, consumer: Any) -> None:
         """Pause partitions whose head is not due; resume those that drained."""

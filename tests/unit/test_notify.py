@@ -507,7 +507,8 @@ def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.Mo
         ("x.notifications.push", b"k", list(token)),  # the redrive token travels along
         ("x.notifications.dlq", b"k", producer.sent[2][2]),
     ]
-    assert dict(producer.sent[2][2])["sluice.source.topic"] == b"notifications.retry.1s"
+    # the physical topic, prefix included: where the record really is
+    assert dict(producer.sent[2][2])["sluice.source.topic"] == b"x.notifications.retry.1s"
     assert consumer.committed == {tp0: 6, tp1: 9}  # up to what was forwarded
     assert consumer.paused == {tp0}  # its head is not due
     asyncio.run(cycles(NOW + 9_999))
