@@ -153,7 +153,7 @@ def test_broker_restart_loses_nothing_and_restarts_nothing(
     print(f"broker outage {outage:.1f}s; producer {summary}")
 
 
-def _garbage(valid: dict[str, Any]) -> dict[bytes, tuple[bytes, str]]:
+def _garbage(valid: dict[str, Any]) -> dict[bytes, tuple[bytes | None, str]]:
     """One record of each kind of garbage, by key: its bytes and the reason expected.
 
     `valid` is a real OrderPlaced; most kinds are damaged copies of its encoding. The
@@ -184,6 +184,7 @@ def _garbage(valid: dict[str, Any]) -> dict[bytes, tuple[bytes, str]]:
         b"garbage-truncated": (encoded[: len(encoded) - 9], "cannot decode body"),
         b"garbage-magic": (b"\x00\x00" + encoded[2:], "not Avro single-object encoding"),
         b"garbage-empty": (b"", "too short"),
+        b"garbage-null": (None, "too short"),
         b"garbage-fingerprint": (MAGIC + bytes(8) + encoded[HEADER:], "unknown schema fingerprint"),
         b"garbage-int-overflow": (
             MAGIC + schema.fingerprint + body.getvalue(),
@@ -218,9 +219,10 @@ def _read_all(settings: Settings, topic: str) -> list[Message]:
 def test_one_percent_garbage_goes_to_the_dlq_with_its_source(
     single: LocalCluster, tmp_path: Path
 ) -> None:
-    """500 valid orders and 6 garbage records (~1%) interleaved on orders.placed by a raw
-    producer: each garbage record is dead-lettered once with its reason and the source
-    coordinates that really hold its bytes, every valid order ends once, counts add up."""
+    """500 valid orders and 7 garbage records (~1%) interleaved on orders.placed by a raw
+    producer: each garbage record is dead-lettered once with its reason, the source topic
+    (prefixed) and coordinates that really hold its bytes, and its value as it came (a
+    null value stays null); every valid order ends once, counts add up."""
     settings = _orders_only(_settings(single, tmp_path))
     seed_inventory(settings, SKUS)
     count, seed = 500, 72
@@ -262,10 +264,10 @@ def test_one_percent_garbage_goes_to_the_dlq_with_its_source(
         value, reason = garbage[key]
         assert reason in headers["sluice.error"], (key, headers)
         assert headers["sluice.stage"] == "orders"
-        assert headers["sluice.source.topic"] == "orders.placed"
+        assert headers["sluice.source.topic"] == topic  # the real topic, prefix included
         source = at[int(headers["sluice.source.partition"]), int(headers["sluice.source.offset"])]
-        assert (source.key(), source.value() or b"") == (key, value)  # the offset is right
-        assert (letter.value() or b"") == value  # dead-lettered as it came
+        assert (source.key(), source.value()) == (key, value)  # the offset is right
+        assert letter.value() == value  # dead-lettered as it came: null stays null
 
 
 def test_a_worker_that_cannot_write_its_data_dir_says_so_in_one_line(

@@ -233,11 +233,11 @@ def _check_dead_letters(settings: Settings, dead: set[str]) -> None:
         assert headers["sluice.channel"] == row["value"]["channel"]
         assert int(headers["sluice.attempts"]) >= 1
         assert int(headers["sluice.first_attempt_at"]) <= int(headers["sluice.last_attempt_at"])
-        assert headers["sluice.source.topic"].startswith("notifications.")
+        assert headers["sluice.source.topic"].startswith(settings.topic("notifications."))
         assert "sluice.source.offset" in headers
     assert len(poison) == 3
     assert {r["headers"]["sluice.source.topic"] for r in poison} == {
-        f"notifications.{ch.lower()}" for ch in CHANNELS
+        settings.topic(f"notifications.{ch.lower()}") for ch in CHANNELS
     }
     assert all("single-object" in r["headers"]["sluice.error"] for r in poison)
 

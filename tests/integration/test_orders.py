@@ -170,21 +170,25 @@ def test_poison_goes_to_the_dlq_health_metrics_and_a_clean_sigterm(
         producer = Producer(orders_settings.confluent_producer())
         producer.produce(topic, key=b"poison-1", value=b"\x00\x01garbage")
         producer.produce(topic, key=b"poison-2", value=b"")
+        producer.produce(topic, key=b"poison-3", value=None)  # a tombstone-like null
         producer.flush(10)
         produce_orders(orders_settings, OrderRun(count=300, generator=GeneratorConfig(seed=26)))
         found = pipeline.wait_for_outcomes(orders_settings, _ids(26, 300), 120, group)
         assert len(found) == 300
-        assert worker.metric("sluice_dead_letters_total") == 2
-        assert worker.metric("sluice_events_in_total") >= 302
+        assert worker.metric("sluice_dead_letters_total") == 3
+        assert worker.metric("sluice_events_in_total") >= 303
         code = worker.stop(timeout=30)
         assert code == 0, worker.output()[-2000:]
         assert not worker.killed
-    dead = list(read(orders_settings, "orders.dlq", StartAt("beginning")))
-    assert sorted(r["key"] for r in dead) == ["poison-1", "poison-2"]
-    headers = dead[0]["headers"]
-    assert headers["sluice.source.topic"] == "orders.placed"
-    assert "sluice.source.offset" in headers
-    assert headers["sluice.error"]
+    dead = {r["key"]: r for r in read(orders_settings, "orders.dlq", StartAt("beginning"))}
+    assert sorted(dead) == ["poison-1", "poison-2", "poison-3"]
+    for row in dead.values():
+        headers = row["headers"]
+        assert headers["sluice.source.topic"] == topic  # the real topic, prefix included
+        assert "sluice.source.offset" in headers
+        assert headers["sluice.error"]
+    assert dead["poison-3"]["value"] is None  # null stays null
+    assert "value" not in dead["poison-2"]  # empty stays empty (undecodable, not null)
 
 
 def _placed_taken(text: str) -> float:
@@ -241,3 +245,63 @@ def test_sigterm_drains_and_commits_everything_it_took_before_leaving(
     # and every order counted: the leaver's and the stayer's work add up to at least all
     leaver_taken = _placed_taken((leaver_dir / EXIT_METRICS).read_text())
     assert leaver_taken + stayer_taken >= count
+
+
+def test_keyless_and_foreign_keyed_orders_end_once_under_their_own_id(
+    orders_settings: Settings, tmp_path: Path
+) -> None:
+    """Valid orders written the ways other producers write them: no key (Kafka Connect, a
+    console producer), another key (the customer id), and the order id as key but hashed
+    with librdkafka's CRC32 partitioner (kcat's default). Each is re-keyed before any stock
+    is taken, ends exactly once, under its own id in orders.status; stock adds up; nothing
+    is dead-lettered. (Before the fix they reserved stock and never ended.)"""
+    from confluent_kafka import Producer
+
+    from consumers.tail import StartAt, read
+    from pipelines.catalog import PLACED_REKEYED
+    from pipelines.serde import serde_for
+    from pipelines.stages.homing import home_partition
+
+    settings = orders_settings
+    seed_inventory(settings, SKUS)
+    gen = OrderGenerator(GeneratorConfig(seed=28, invalid_fraction=0.1))
+    orders = [gen.make(n) for n in range(80)]
+    serde, topic = serde_for(settings), settings.topic("orders.placed")
+    java_like = Producer(settings.confluent_producer())
+    crc32 = Producer(settings.confluent_producer(partitioner="consistent"))
+    strays = 0
+    for n, order in enumerate(orders):
+        value = serde.encode("sluice.orders.OrderPlaced", order, topic=topic)
+        oid = order["order_id"].encode()
+        if n % 4 == 0:
+            java_like.produce(topic, value)  # keyless
+        elif n % 4 == 1:
+            java_like.produce(topic, value, order["customer_id"].encode())
+        elif n % 4 == 2:
+            crc32.produce(topic, value, oid)
+        else:
+            java_like.produce(topic, value, oid)  # the way Sluice's producers write it
+        if n % 8 == 0:
+            java_like.produce(topic, value)  # a keyless duplicate changes nothing
+    assert java_like.flush(20) == 0
+    assert crc32.flush(20) == 0
+    for row in read(settings, "orders.placed", StartAt("beginning")):
+        key = (row["key"] or "").encode()
+        oid = row["value"]["order_id"].encode()
+        strays += key != oid or row["partition"] != home_partition(oid, settings.partitions)
+    assert strays > len(orders) // 2  # keyless, foreign keys and most CRC32 placements
+    ids = {order["order_id"] for order in orders}
+    with pipeline.workers(settings, tmp_path) as group:
+        group.start("orders")
+        found = pipeline.wait_for_outcomes(settings, ids, 90, group)
+        _check_invariants(settings, found, ids)
+    assert found.keys() == ids
+    statuses = {row["key"] for row in read(settings, "orders.status", StartAt("beginning"))}
+    assert statuses == ids  # no "" key for keyless orders, no customer-id keys
+    assert list(read(settings, "orders.dlq", StartAt("beginning"))) == []
+    rekeyed = list(read(settings, settings.topic(PLACED_REKEYED), StartAt("beginning")))
+    assert len(rekeyed) == strays  # only the strays took the detour
+    for row in rekeyed:
+        oid = row["value"]["order_id"]
+        assert row["key"] == oid
+        assert row["partition"] == home_partition(oid.encode(), settings.partitions)
