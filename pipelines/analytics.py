@@ -199,8 +199,12 @@ async def merge(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         try:
             await _merge_one(event.value)
         except Exception as exc:  # one bad partial must not stop the merge (nor restart it)
-            log.warning("partial %s dead-lettered: %s", event.message.offset, exc)
-            await dead_letters.write(record_ref(event), f"{type(exc).__name__}: {exc}")
+            ref = record_ref(event)
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "partial %s[%d]@%d dead-lettered: %s", ref.topic, ref.partition, ref.offset, error
+            )
+            await dead_letters.write(ref, error)
         yield None
 
 

@@ -60,6 +60,7 @@ class SchemaGate:
         self._logged_at = float("-inf")
         self._lock: asyncio.Lock | None = None
         self._missing = serde.missing_schema
+        self._reason = f"schema registry (gate {id(self):x})"  # one stand-by per gate
 
     def blocked(self, data: bytes | None) -> bool:
         """Whether decoding `data` (or the first output) needs the registry first. Hot path."""
@@ -100,7 +101,7 @@ class SchemaGate:
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
-            commits.outside_wait("schema registry", True)
+            commits.outside_wait(self._reason, True)
         self.failures += 1
         if now - self._logged_at >= self.log_every_s:
             self._logged_at = now
@@ -122,4 +123,4 @@ class SchemaGate:
             self.failures,
         )
         self.down_since, self.failures, self._logged_at = None, 0, float("-inf")
-        commits.outside_wait("schema registry", False)
+        commits.outside_wait(self._reason, False)

@@ -430,6 +430,7 @@ class FakeConsumer:
         self.paused: set[Any] = set()
         self.committed: dict[Any, int] = {}
         self.timeouts: list[int] = []
+        self.seeks: list[tuple[Any, int]] = []
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         self.timeouts.append(timeout_ms)
@@ -446,6 +447,9 @@ class FakeConsumer:
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         self.committed.update(offsets)
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.seeks.append((partition, offset))
 
 
 class FakeProducer:
@@ -518,6 +522,46 @@ def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.Mo
     assert producer.sent[3] == ("x.notifications.sms", b"k", [])
     assert consumer.committed[tp0] == 7
     assert consumer.paused == set()
+
+
+def test_the_relay_waits_out_a_registry_outage_without_dead_letters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delay record whose schema id the relay has not seen, while the registry is down:
+    nothing is forwarded or dead-lettered, its partition is sought back to it, the relay
+    keeps polling; once the registry answers the record is relayed as usual."""
+    from aiokafka import TopicPartition
+
+    from pipelines.serde import ConfluentSerde
+    from pipelines.settings import Settings
+    from pipelines.stages import relay as relay_module
+    from pipelines.stages.faustapp import StageMetrics
+    from pipelines.stages.schemagate import SchemaGate
+    from tests.support.registry import running_registry
+
+    tp = TopicPartition("x.notifications.retry.1s", 0)
+    with running_registry() as registry:
+        value = ConfluentSerde(registry.url).encode(
+            "sluice.notifications.NotificationRequested", task(3, not_before=NOW - 1), topic="r"
+        )
+        registry.stop()
+        serde = ConfluentSerde(registry.url, client_retries=0)
+        record = SimpleNamespace(
+            topic=tp.topic, partition=0, offset=4, key=b"k", value=value, headers=()
+        )
+        consumer = FakeConsumer([{tp: [record]}, {tp: [record]}], {tp})
+        producer = FakeProducer()
+        gate = SchemaGate(serde, [], first_delay_s=0.01)
+        relay = relay_module.DelayRelay(Settings(topic_prefix="x."), serde, StageMetrics("n"), gate)
+        monkeypatch.setattr(relay_module, "now_ms", lambda: NOW)
+        asyncio.run(relay.cycle(consumer, producer))
+        assert producer.sent == []  # neither relayed nor dead-lettered
+        assert consumer.seeks == [(tp, 4)]  # fetched again once the registry answers
+        assert consumer.committed == {}
+        registry.start()
+        asyncio.run(relay.cycle(consumer, producer))
+    assert [topic for topic, _key, _headers in producer.sent] == ["x.notifications.sms"]
+    assert consumer.committed == {tp: 5}
 
 
 def test_a_stage_error_on_a_recorded_attempt_ends_the_id_dead() -> None:
