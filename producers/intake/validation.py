@@ -14,12 +14,13 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-from pipelines.errors import SluiceError
+from pipelines.httperrors import HttpProblem
 
 PLACED = "sluice.orders.OrderPlaced"
 #: Order ids become Kafka keys and URL path segments: keep them short and plain.
@@ -35,28 +36,8 @@ _KEY = re.compile(KEY_PATTERN)
 Validator = Callable[[str, Mapping[str, Any]], list[str]]
 
 
-class Rejection(SluiceError):
+class Rejection(HttpProblem):
     """A request the intake answers with an error status instead of accepting it."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        problems: list[str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.problems = list(problems or [])
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error document: always `error`, and `problems` when there are some."""
-        out: dict[str, Any] = {"error": self.error}
-        if self.problems:
-            out["problems"] = self.problems
-        return out
 
 
 class OrderRequest(NamedTuple):
@@ -111,6 +92,12 @@ def parse_json(raw: bytes, *, exact: bool = False) -> Any:
         raise Rejection(400, "malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
         raise Rejection(400, "malformed JSON: nested too deeply") from None
+    except ValueError:  # an integer longer than Python converts from text
+        raise Rejection(
+            400,
+            f"a number in the body has more than {sys.get_int_max_str_digits()} digits; "
+            "no field takes one that long",
+        ) from None
 
 
 def read_order(

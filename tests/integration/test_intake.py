@@ -43,7 +43,7 @@ from pipelines.settings import BackpressureSettings, Settings
 from producers.generator import GeneratorConfig
 from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
-from tests.support import pipeline, processes
+from tests.support import httpfuzz, pipeline, processes
 
 LIMIT = 4096
 MAX_LINES = 5
@@ -286,6 +286,59 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_published(
         good = server.post(order())  # the same server and topic do accept a good order
         assert good.status == 202
     assert placed(calm) == Counter({good.body["order_id"]: 1})
+
+
+def _metrics(server: Server) -> dict[str, float]:
+    text = server.call("GET", "/metrics").body
+    samples = [ln.rsplit(" ", 1) for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return {name: float(value) for name, value in samples}
+
+
+async def _client_faults(base: str) -> list[tuple[int, str, Any]]:
+    """Bad bodies as a client library sends them (headers it would not fix)."""
+    plain = json.dumps(order()).encode()
+    digits = b'{"customer_id": "C-1", "total_cents": ' + b"9" * 5000 + b"}"
+    sends = [
+        (plain, {"Content-Encoding": "gzip"}),
+        (plain, {"Content-Encoding": "deflate"}),
+        (digits, {}),
+        (b"[" * 3000, {}),
+    ]
+    async with aiohttp.ClientSession() as session:
+        out = []
+        for body, extra in sends:
+            headers = {"Content-Type": "application/json", **extra}
+            async with session.post(f"{base}/orders", data=body, headers=headers) as response:
+                out.append((response.status, response.content_type, await response.json()))
+        return out
+
+
+def test_garbage_is_answered_as_json_publishes_nothing_and_logs_no_traceback(
+    calm: Settings, tmp_path: Path
+) -> None:
+    """Issue 15, error boundary: raw-socket garbage, bad bodies and 200 hang-ups."""
+    cases = [
+        *httpfuzz.protocol_cases(b"/health"),
+        *httpfuzz.routing_cases(b"/orders"),
+        *httpfuzz.body_cases(b"/orders", json.dumps(order()).encode()),
+    ]
+    with intake(calm, tmp_path) as server:
+        assert httpfuzz.probe(server.port, cases) == []
+        client = asyncio.run(_client_faults(server.base))
+        assert [(status, kind) for status, kind, _b in client] == [(400, "application/json")] * 4
+        assert all(isinstance(body["error"], str) for _s, _k, body in client), client
+        httpfuzz.hang_up_mid_body(server.port, b"/orders", 200)
+        processes.wait_for(
+            lambda: _metrics(server).get("sluice_intake_client_disconnects_total") == 200,
+            30,
+            what="200 disconnects counted",
+        )
+        counts = _metrics(server)
+        assert server.health()["producer_queue"] == 0
+    assert [k for k in counts if 'status="5' in k] == [], counts
+    assert counts['sluice_intake_requests_total{route="/orders",status="400"}'] >= 4
+    assert placed(calm) == Counter()
+    assert httpfuzz.clean_output(server.child.output()) == []
 
 
 # --- status ---------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def test_the_body_must_be_an_object(payload: object) -> None:
         (b"{'single': 1}", "malformed JSON"),
         (b"\xff\xfe\x00", "malformed JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested too deeply"),
+        (b'{"total_cents": ' + b"9" * 5000 + b"}", "more than 4300 digits"),
+        (b"[" + b"1" * 4301 + b"]", "more than 4300 digits"),
     ],
 )
 def test_malformed_json_is_a_400(raw: bytes, says: str) -> None:
