@@ -214,6 +214,45 @@ def test_every_accepted_order_is_on_orders_placed_exactly_once(
     assert placed(calm) == Counter(dict.fromkeys(accepted, 1))
 
 
+async def _same_id_burst(base: str, order_id: str, copies: int) -> list[tuple[int, str, Any]]:
+    """`copies` different orders (one customer each) with one client-chosen id, at once."""
+    async with aiohttp.ClientSession() as session:
+
+        async def one(n: int) -> tuple[int, str, Any]:
+            customer = f"C-{n:06d}"
+            body = order((n % 5, 1), order_id=order_id, customer_id=customer)
+            async with session.post(f"{base}/orders", json=body) as response:
+                return response.status, customer, await response.json()
+
+        return await asyncio.gather(*(one(n) for n in range(copies)))
+
+
+def test_concurrent_orders_with_one_client_order_id_are_accepted_once(
+    calm: Settings, tmp_path: Path
+) -> None:
+    """Issue 15, case 1: no Idempotency-Key, one order_id, ten customers at once."""
+    rounds: list[tuple[str, str]] = []  # (order id, the customer whose order was accepted)
+    with intake(calm, tmp_path, *LIMITS) as server:
+        for _ in range(5):
+            order_id = f"O-shared-{uuid.uuid4().hex[:8]}"
+            answers = asyncio.run(_same_id_burst(server.base, order_id, 10))
+            statuses = sorted(status for status, _c, _b in answers)
+            assert statuses == [202] + [409] * 9, answers
+            winner = next(customer for status, customer, _b in answers if status == 202)
+            assert all(
+                order_id in body["error"] for status, _c, body in answers if status == 409
+            ), answers
+            rounds.append((order_id, winner))
+            later = server.post(order(order_id=order_id, customer_id="C-late"))
+            assert later.status == 409, later  # and one after the burst is a conflict too
+    placed_records = {
+        row["key"]: row["value"]["customer_id"]
+        for row in read(calm, "orders.placed", StartAt("beginning"))
+    }
+    assert placed(calm) == Counter({order_id: 1 for order_id, _w in rounds})
+    assert placed_records == dict(rounds)  # the accepted order is the one on the topic
+
+
 def test_keys_survive_a_restart_and_a_reused_key_with_another_order_is_refused(
     calm: Settings, tmp_path: Path
 ) -> None:
@@ -501,8 +540,9 @@ def test_broker_unreachable_answers_503_and_publishes_nothing(tmp_path: Path) ->
             assert int(down.headers["Retry-After"]) >= 1
             assert "not accepted" in down.body["error"]
             assert "same Idempotency-Key" in (down.body["error"])
-            unkeyed = server.post(order((7, 1)))
-            assert unkeyed.status == 503
+            chosen = f"O-chosen-{uuid.uuid4().hex[:8]}"
+            unkeyed = server.post(order((7, 1), order_id=chosen))
+            assert unkeyed.status == 503, unkeyed  # its claim on the id ends with the attempt
             assert server.health()["status"] == "ok"
             cluster.start_node(cluster.nodes[0].node_id)
             deadline = time.monotonic() + 60
@@ -513,8 +553,13 @@ def test_broker_unreachable_answers_503_and_publishes_nothing(tmp_path: Path) ->
             assert retried.status == 202, retried
             after = server.post(order((8, 1)))
             assert after.status == 202, after
+            again = server.post(order((7, 1), order_id=chosen))
+            assert again.status == 202, again  # the id the failed attempt held is free
+            assert server.post(order((7, 1), order_id=chosen)).status == 409  # and now taken
         ids = placed(own)
-    assert ids == Counter({before: 1, retried.body["order_id"]: 1, after.body["order_id"]: 1})
+    assert ids == Counter(
+        {before: 1, retried.body["order_id"]: 1, after.body["order_id"]: 1, chosen: 1}
+    )
 
 
 # --- fuzzing from the spec ------------------------------------------------------------
