@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS, event_time_problem
 from pipelines.httperrors import HttpProblem
 
 PLACED = "sluice.orders.OrderPlaced"
@@ -173,6 +174,9 @@ def build_order(
     record.setdefault("channel", "WEB")
     record["client_ref"] = key
     problems += validate(PLACED, record)
+    placed_at = record["placed_at"]
+    if type(placed_at) is int and not MIN_EVENT_MS <= placed_at <= MAX_EVENT_MS:
+        problems += _event_time_problems(placed_at, problems)
     if problems:
         raise Rejection(422, "invalid order", _capped(problems))
     digest = fingerprint(record, generated) if key is not None else ""
@@ -195,6 +199,19 @@ def _limit_problems(body: Mapping[str, Any], max_lines: int) -> list[str]:
     if isinstance(lines, list) and len(lines) > max_lines:
         problems.append(f"lines: at most {max_lines} lines per order, got {len(lines)}")
     return problems
+
+
+def _event_time_problems(placed_at: int, known: list[str]) -> list[str]:
+    """`placed_at` outside the event-time range, unless a problem already names it.
+
+    The schema allows any `long`, but window arithmetic near its ends overflows
+    (`pipelines.eventtime`), so the intake refuses what every stage would dead-letter.
+    Checked after the schema (fast path or full walk alike), so the two always agree.
+    """
+    if any(p.startswith("placed_at:") for p in known):
+        return []
+    problem = event_time_problem("placed_at", placed_at)
+    return [] if problem is None else [problem]
 
 
 def _capped(problems: list[str]) -> list[str]:

@@ -305,6 +305,21 @@ BAD_INPUT: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("server field", json.dumps(order(client_ref="x")).encode(), {}, 422, "client_ref"),
     ("bad order id", json.dumps(order(order_id="../etc")).encode(), {}, 422, "order_id"),
     ("bad key", json.dumps(order()).encode(), {"Idempotency-Key": "has space"}, 400, "Idempotency"),
+    (
+        "event time at the low end of long",
+        json.dumps(order(placed_at=-(2**63))).encode(),
+        {},
+        422,
+        "placed_at: event time -9223372036854775808 is outside the accepted range",
+    ),
+    (
+        "event time at the high end of long",
+        json.dumps(order(placed_at=2**63 - 1)).encode(),
+        {},
+        422,
+        "placed_at: event time 9223372036854775807 is outside the accepted range",
+    ),
+    ("event time before 1970", json.dumps(order(placed_at=-1)).encode(), {}, 422, "placed_at"),
 ]
 
 
