@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -271,8 +272,6 @@ async def serve_until_stopped(
     then on a signal stop listening, let running requests finish (up to
     `shutdown_timeout`) and run the app's cleanup.
     """
-    import signal
-
     runner = BoundaryRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     loop = asyncio.get_running_loop()
