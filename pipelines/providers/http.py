@@ -13,6 +13,7 @@ would, so a client that gives up early and retries shows up as a duplicate.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from email.utils import formatdate
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.httperrors import BoundaryRunner
 from pipelines.providers.receipts import Receipt, ReceiptLog, now_ms
 
 HOST = "127.0.0.1"
@@ -90,7 +92,7 @@ class HttpProvider:
 
         A short shutdown timeout: requests hanging on purpose must not hold up `stop`.
         """
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        runner = BoundaryRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         try:
             await web.TCPSite(runner, HOST, port).start()
@@ -169,10 +171,17 @@ class HttpProvider:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON body if it is an object, else an empty dict (answered 400)."""
+    """The request's JSON body if it is an object, else an empty dict (answered 400).
+
+    Read as bytes and parsed as JSON text (UTF-8, whatever charset the Content-Type
+    claims): an unknown charset, invalid UTF-8, a number too long to convert or absurd
+    nesting are all just "not a JSON object" here. A body that cannot be read at all
+    (bad chunking, a false Content-Encoding) is left to the error boundary's 400.
+    """
+    raw = await request.read()
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 

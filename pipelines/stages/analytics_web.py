@@ -9,6 +9,7 @@ page with canvas charts and no external scripts, so it works on a closed network
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,12 +20,15 @@ from aiokafka import AIOKafkaConsumer
 
 from pipelines import lag
 from pipelines.catalog import APP_IDS
+from pipelines.httperrors import HttpProblem
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 KEEP_MS = 24 * 3600 * 1000
+#: Epoch milliseconds as a query parameter: plain ASCII digits, at most those of a long.
+EPOCH_MS = re.compile(r"[0-9]{1,18}")
 
 
 class WindowView:
@@ -43,8 +47,8 @@ class WindowView:
             ),
         )
         serde = serde_for(self.settings)
-        await consumer.start()
-        try:
+        try:  # started inside: a worker stopped while it starts still closes it
+            await consumer.start()
             async for message in consumer:
                 try:
                     record = serde.decode(message.value or b"", "sluice.analytics.WindowAggregate")
@@ -146,11 +150,18 @@ def _lags(settings: Settings) -> dict[str, int | None]:
 
 
 def _int_arg(request: Any, name: str, default: int) -> int:
+    """A time parameter (epoch milliseconds or ISO-8601); anything else is a 400 naming it."""
     value = request.query.get(name)
     if not value:
         return default
-    if value.isdigit():
+    if EPOCH_MS.fullmatch(value):
         return int(value)
     from consumers.tail import parse_time
 
-    return parse_time(value)
+    try:
+        return parse_time(value)
+    except (ValueError, OverflowError):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise HttpProblem(
+            400, f"{name}: not epoch milliseconds or an ISO-8601 time: {shown!r}"
+        ) from None

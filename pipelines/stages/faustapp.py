@@ -22,6 +22,7 @@ import faust
 from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pipelines import httperrors
 from pipelines.catalog import APP_IDS
 from pipelines.diskcheck import check_worker_dir
 from pipelines.errors import RecordRef
@@ -276,6 +277,7 @@ def install_web(
     app: faust.App, metrics: StageMetrics, tables: Mapping[str, Any] | None = None
 ) -> None:
     """Add /health and /metrics to the app's web server."""
+    httperrors.install_faust(app)  # every failure on this web server answers as JSON
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

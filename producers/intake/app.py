@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pipelines import httperrors
 from pipelines.backpressure import EDGES, LagSignal
 from pipelines.errors import SluiceError
 from pipelines.schemas import default_store
@@ -75,7 +76,7 @@ def create_app(
     publisher: Callable[[], Publisher] | None = None,
     background: bool = True,
 ) -> web.Application:
-    """The intake as an aiohttp app (run it with `web.run_app` or an `AppRunner`).
+    """The intake as an aiohttp app (serve it with `pipelines.httperrors.BoundaryRunner`).
 
     `publisher` makes the producer (default: a KafkaPublisher on `orders.placed`);
     `background=False` skips the key rebuild, status feed and lag watcher, for tests
@@ -199,18 +200,20 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 @web.middleware
 async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error as a JSON document; every answer counted per route and status."""
+    """Every answer counted per route and status, errors answered by the shared boundary.
+
+    The boundary (`pipelines.httperrors`) would answer an exception anyway; it is asked
+    here so the count has the status the client gets. A client that hung up is counted
+    as a disconnect, not as a status: no answer reached it.
+    """
     started = time.perf_counter()
     try:
         response = await handler(request)
-    except Rejection as exc:
-        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except web.HTTPException as exc:
-        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Location")}
-        response = web.json_response({"error": exc.reason}, status=exc.status, headers=kept)
-    except Exception:  # a bug: log it, answer 500 as JSON, keep serving
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = web.json_response({"error": "internal error"}, status=500)
+    except Exception as exc:
+        if httperrors.client_gone(request, exc):
+            request.app[RUNTIME].metrics.disconnects.inc()
+            raise
+        response = httperrors.answer(request, exc)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     request.app[RUNTIME].metrics.observe(route, response.status, time.perf_counter() - started)
@@ -349,14 +352,15 @@ def serve(settings: Settings, config: IntakeConfig, announce: Callable[[str], No
     """Run the intake until SIGINT/SIGTERM, then shut down cleanly (blocking)."""
     app = create_app(settings, config)
     app.cleanup_ctx.append(_lean_gc)  # after the start-up parts: freeze what they made
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        print=lambda _banner: announce(
-            f"intake listening on http://{config.host}:{config.port} "
-            f"(topics {settings.topic('orders.placed')}, {settings.bootstrap_servers})"
-        ),
-        access_log=None,
-        shutdown_timeout=config.delivery_timeout_s + 5,
+    asyncio.run(
+        httperrors.serve_until_stopped(
+            app,
+            config.host,
+            config.port,
+            announce=lambda: announce(
+                f"intake listening on http://{config.host}:{config.port} "
+                f"(topics {settings.topic('orders.placed')}, {settings.bootstrap_servers})"
+            ),
+            shutdown_timeout=config.delivery_timeout_s + 5,
+        )
     )

@@ -47,6 +47,11 @@ class IntakeMetrics:
             "Requests answered from an Idempotency-Key already seen",
             registry=registry,
         )
+        self.disconnects = Counter(
+            "sluice_intake_client_disconnects",
+            "Requests whose client hung up before the answer (no status counted)",
+            registry=registry,
+        )
         self.transitions = Counter(
             "sluice_intake_backpressure_transitions",
             "Backpressure pauses and resumes",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS
 from pipelines.schemas import SchemaStore, default_store
 from pipelines.validation import INT_RANGE, LONG_RANGE
 from producers.intake.config import IntakeConfig
@@ -98,7 +99,10 @@ def order_request_schema(config: IntakeConfig, store: SchemaStore) -> dict[str, 
     props = schema["properties"]
     props["order_id"].update(pattern=ORDER_ID_PATTERN, maxLength=64)
     props["order_id"]["description"] += " Assigned by the server when absent."
-    props["placed_at"]["description"] += " Defaults to the time the intake received it."
+    props["placed_at"]["description"] += (
+        " Defaults to the time the intake received it. From 1970 to the end of 9999."
+    )
+    props["placed_at"].update(minimum=MIN_EVENT_MS, maximum=MAX_EVENT_MS)
     props["lines"]["maxItems"] = config.max_lines
     schema["description"] = (
         "An order in the OrderPlaced shape (schemas/OrderPlaced.avsc, newest version). "

@@ -65,6 +65,7 @@ class Intake:
         self.encode = encode
         self.metrics = metrics
         self.clock = clock
+        self._claimed: set[str] = set()
 
     async def place(self, order: OrderRequest, key: str | None) -> Accepted:
         """Accept `order` once; with a key, at most one order per key and content."""
@@ -92,31 +93,42 @@ class Intake:
         if self.gate.paused:  # the gate's own check, without a coroutine per open request
             await self.gate.admit()
         order_id = order.order_id
-        if not retry and "order_id" not in order.generated:
-            self._check_new(order_id)
-        value = self._encoded(order.record)
-        headers: list[tuple[str, bytes]] = []
-        if key is not None:
-            headers.append((FINGERPRINT_HEADER, order.fingerprint.encode()))
-            self.keys.remember(
-                key, KeyEntry(order_id, order.fingerprint, self.clock(), order.record)
-            )
+        # a fresh random id is nobody else's; a client's own (or a retried one) is claimed
+        claim = retry or "order_id" not in order.generated
+        if claim:
+            self._claim(order_id, retry=retry)
+        try:
+            value = self._encoded(order.record)
+            headers: list[tuple[str, bytes]] = []
+            if key is not None:
+                headers.append((FINGERPRINT_HEADER, order.fingerprint.encode()))
+                self.keys.remember(
+                    key, KeyEntry(order_id, order.fingerprint, self.clock(), order.record)
+                )
+            await self._publish(order_id, value, headers, keyed=key is not None)
+            now = self.clock()
+            if key is not None:
+                self.keys.remember(key, KeyEntry(order_id, order.fingerprint, now))
+            self.status.accepted(order_id, int(now * 1000))
+        finally:
+            if claim:
+                self._claimed.discard(order_id)
+        return Accepted(order_id)
+
+    async def _publish(
+        self, order_id: str, value: bytes, headers: list[tuple[str, bytes]], *, keyed: bool
+    ) -> None:
         try:
             await self.publisher.publish(order_id.encode(), value, headers)
         except PublishFailed as exc:
             self.metrics.publish_failures.inc()
-            advice = " with the same Idempotency-Key (it keeps the order id)" if key else ""
+            advice = " with the same Idempotency-Key (it keeps the order id)" if keyed else ""
             raise Rejection(
                 503,
                 f"the order was not accepted: {exc}; retry later{advice}",
                 headers={"Retry-After": "5"},
             ) from None
         self.metrics.published()
-        now = self.clock()
-        if key is not None:
-            self.keys.remember(key, KeyEntry(order_id, order.fingerprint, now))
-        self.status.accepted(order_id, int(now * 1000))
-        return Accepted(order_id)
 
     def recover(self, placed: Iterable[Placed]) -> int:
         """Learn recent orders again: ACCEPTED status for each, and their keys.
@@ -133,12 +145,26 @@ class Intake:
                 learnt += self.keys.learn(order.key, entry)
         return learnt
 
-    def _check_new(self, order_id: str) -> None:
-        """A client-chosen order id already known here is a conflict, not a second order."""
-        if self.status.get(order_id) is not None:
+    def _claim(self, order_id: str, *, retry: bool) -> None:
+        """Hold `order_id` for this attempt; one known here or held by another is a 409.
+
+        The claim covers the whole attempt, publication included, and is released when
+        it ends: concurrent requests with one client-chosen id get one 202 and 409s,
+        and an attempt that failed (503) leaves the id free for the client's retry. A
+        retry of a pending Idempotency-Key republishes its own id, so only a claim by
+        another request stops it, not the status its earlier attempt may have left.
+        """
+        if order_id in self._claimed:
+            raise Rejection(
+                409,
+                f"order {order_id} is being placed by another request; "
+                "use a new order_id or an Idempotency-Key",
+            )
+        if not retry and self.status.get(order_id) is not None:
             raise Rejection(
                 409, f"order {order_id} already exists; use a new order_id or an Idempotency-Key"
             )
+        self._claimed.add(order_id)
 
     def _encoded(self, record: Mapping[str, Any]) -> bytes:
         try:

@@ -14,12 +14,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-from pipelines.errors import SluiceError
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS, event_time_problem
+from pipelines.httperrors import HttpProblem
 
 PLACED = "sluice.orders.OrderPlaced"
 #: Order ids become Kafka keys and URL path segments: keep them short and plain.
@@ -35,28 +37,8 @@ _KEY = re.compile(KEY_PATTERN)
 Validator = Callable[[str, Mapping[str, Any]], list[str]]
 
 
-class Rejection(SluiceError):
+class Rejection(HttpProblem):
     """A request the intake answers with an error status instead of accepting it."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        problems: list[str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.problems = list(problems or [])
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error document: always `error`, and `problems` when there are some."""
-        out: dict[str, Any] = {"error": self.error}
-        if self.problems:
-            out["problems"] = self.problems
-        return out
 
 
 class OrderRequest(NamedTuple):
@@ -111,6 +93,12 @@ def parse_json(raw: bytes, *, exact: bool = False) -> Any:
         raise Rejection(400, "malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
         raise Rejection(400, "malformed JSON: nested too deeply") from None
+    except ValueError:  # an integer longer than Python converts from text
+        raise Rejection(
+            400,
+            f"a number in the body has more than {sys.get_int_max_str_digits()} digits; "
+            "no field takes one that long",
+        ) from None
 
 
 def read_order(
@@ -186,6 +174,9 @@ def build_order(
     record.setdefault("channel", "WEB")
     record["client_ref"] = key
     problems += validate(PLACED, record)
+    placed_at = record["placed_at"]
+    if type(placed_at) is int and not MIN_EVENT_MS <= placed_at <= MAX_EVENT_MS:
+        problems += _event_time_problems(placed_at, problems)
     if problems:
         raise Rejection(422, "invalid order", _capped(problems))
     digest = fingerprint(record, generated) if key is not None else ""
@@ -208,6 +199,19 @@ def _limit_problems(body: Mapping[str, Any], max_lines: int) -> list[str]:
     if isinstance(lines, list) and len(lines) > max_lines:
         problems.append(f"lines: at most {max_lines} lines per order, got {len(lines)}")
     return problems
+
+
+def _event_time_problems(placed_at: int, known: list[str]) -> list[str]:
+    """`placed_at` outside the event-time range, unless a problem already names it.
+
+    The schema allows any `long`, but window arithmetic near its ends overflows
+    (`pipelines.eventtime`), so the intake refuses what every stage would dead-letter.
+    Checked after the schema (fast path or full walk alike), so the two always agree.
+    """
+    if any(p.startswith("placed_at:") for p in known):
+        return []
+    problem = event_time_problem("placed_at", placed_at)
+    return [] if problem is None else [problem]
 
 
 def _capped(problems: list[str]) -> list[str]:

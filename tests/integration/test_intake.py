@@ -43,7 +43,7 @@ from pipelines.settings import BackpressureSettings, Settings
 from producers.generator import GeneratorConfig
 from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
-from tests.support import pipeline, processes
+from tests.support import httpfuzz, pipeline, processes
 
 LIMIT = 4096
 MAX_LINES = 5
@@ -214,6 +214,45 @@ def test_every_accepted_order_is_on_orders_placed_exactly_once(
     assert placed(calm) == Counter(dict.fromkeys(accepted, 1))
 
 
+async def _same_id_burst(base: str, order_id: str, copies: int) -> list[tuple[int, str, Any]]:
+    """`copies` different orders (one customer each) with one client-chosen id, at once."""
+    async with aiohttp.ClientSession() as session:
+
+        async def one(n: int) -> tuple[int, str, Any]:
+            customer = f"C-{n:06d}"
+            body = order((n % 5, 1), order_id=order_id, customer_id=customer)
+            async with session.post(f"{base}/orders", json=body) as response:
+                return response.status, customer, await response.json()
+
+        return await asyncio.gather(*(one(n) for n in range(copies)))
+
+
+def test_concurrent_orders_with_one_client_order_id_are_accepted_once(
+    calm: Settings, tmp_path: Path
+) -> None:
+    """Issue 15, case 1: no Idempotency-Key, one order_id, ten customers at once."""
+    rounds: list[tuple[str, str]] = []  # (order id, the customer whose order was accepted)
+    with intake(calm, tmp_path, *LIMITS) as server:
+        for _ in range(5):
+            order_id = f"O-shared-{uuid.uuid4().hex[:8]}"
+            answers = asyncio.run(_same_id_burst(server.base, order_id, 10))
+            statuses = sorted(status for status, _c, _b in answers)
+            assert statuses == [202] + [409] * 9, answers
+            winner = next(customer for status, customer, _b in answers if status == 202)
+            assert all(
+                order_id in body["error"] for status, _c, body in answers if status == 409
+            ), answers
+            rounds.append((order_id, winner))
+            later = server.post(order(order_id=order_id, customer_id="C-late"))
+            assert later.status == 409, later  # and one after the burst is a conflict too
+    placed_records = {
+        row["key"]: row["value"]["customer_id"]
+        for row in read(calm, "orders.placed", StartAt("beginning"))
+    }
+    assert placed(calm) == Counter({order_id: 1 for order_id, _w in rounds})
+    assert placed_records == dict(rounds)  # the accepted order is the one on the topic
+
+
 def test_keys_survive_a_restart_and_a_reused_key_with_another_order_is_refused(
     calm: Settings, tmp_path: Path
 ) -> None:
@@ -266,6 +305,21 @@ BAD_INPUT: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("server field", json.dumps(order(client_ref="x")).encode(), {}, 422, "client_ref"),
     ("bad order id", json.dumps(order(order_id="../etc")).encode(), {}, 422, "order_id"),
     ("bad key", json.dumps(order()).encode(), {"Idempotency-Key": "has space"}, 400, "Idempotency"),
+    (
+        "event time at the low end of long",
+        json.dumps(order(placed_at=-(2**63))).encode(),
+        {},
+        422,
+        "placed_at: event time -9223372036854775808 is outside the accepted range",
+    ),
+    (
+        "event time at the high end of long",
+        json.dumps(order(placed_at=2**63 - 1)).encode(),
+        {},
+        422,
+        "placed_at: event time 9223372036854775807 is outside the accepted range",
+    ),
+    ("event time before 1970", json.dumps(order(placed_at=-1)).encode(), {}, 422, "placed_at"),
 ]
 
 
@@ -286,6 +340,59 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_published(
         good = server.post(order())  # the same server and topic do accept a good order
         assert good.status == 202
     assert placed(calm) == Counter({good.body["order_id"]: 1})
+
+
+def _metrics(server: Server) -> dict[str, float]:
+    text = server.call("GET", "/metrics").body
+    samples = [ln.rsplit(" ", 1) for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return {name: float(value) for name, value in samples}
+
+
+async def _client_faults(base: str) -> list[tuple[int, str, Any]]:
+    """Bad bodies as a client library sends them (headers it would not fix)."""
+    plain = json.dumps(order()).encode()
+    digits = b'{"customer_id": "C-1", "total_cents": ' + b"9" * 5000 + b"}"
+    sends = [
+        (plain, {"Content-Encoding": "gzip"}),
+        (plain, {"Content-Encoding": "deflate"}),
+        (digits, {}),
+        (b"[" * 3000, {}),
+    ]
+    async with aiohttp.ClientSession() as session:
+        out = []
+        for body, extra in sends:
+            headers = {"Content-Type": "application/json", **extra}
+            async with session.post(f"{base}/orders", data=body, headers=headers) as response:
+                out.append((response.status, response.content_type, await response.json()))
+        return out
+
+
+def test_garbage_is_answered_as_json_publishes_nothing_and_logs_no_traceback(
+    calm: Settings, tmp_path: Path
+) -> None:
+    """Issue 15, error boundary: raw-socket garbage, bad bodies and 200 hang-ups."""
+    cases = [
+        *httpfuzz.protocol_cases(b"/health"),
+        *httpfuzz.routing_cases(b"/orders"),
+        *httpfuzz.body_cases(b"/orders", json.dumps(order()).encode()),
+    ]
+    with intake(calm, tmp_path) as server:
+        assert httpfuzz.probe(server.port, cases) == []
+        client = asyncio.run(_client_faults(server.base))
+        assert [(status, kind) for status, kind, _b in client] == [(400, "application/json")] * 4
+        assert all(isinstance(body["error"], str) for _s, _k, body in client), client
+        httpfuzz.hang_up_mid_body(server.port, b"/orders", 200)
+        processes.wait_for(
+            lambda: _metrics(server).get("sluice_intake_client_disconnects_total") == 200,
+            30,
+            what="200 disconnects counted",
+        )
+        counts = _metrics(server)
+        assert server.health()["producer_queue"] == 0
+    assert [k for k in counts if 'status="5' in k] == [], counts
+    assert counts['sluice_intake_requests_total{route="/orders",status="400"}'] >= 4
+    assert placed(calm) == Counter()
+    assert httpfuzz.clean_output(server.child.output()) == []
 
 
 # --- status ---------------------------------------------------------------------------
@@ -448,8 +555,9 @@ def test_broker_unreachable_answers_503_and_publishes_nothing(tmp_path: Path) ->
             assert int(down.headers["Retry-After"]) >= 1
             assert "not accepted" in down.body["error"]
             assert "same Idempotency-Key" in (down.body["error"])
-            unkeyed = server.post(order((7, 1)))
-            assert unkeyed.status == 503
+            chosen = f"O-chosen-{uuid.uuid4().hex[:8]}"
+            unkeyed = server.post(order((7, 1), order_id=chosen))
+            assert unkeyed.status == 503, unkeyed  # its claim on the id ends with the attempt
             assert server.health()["status"] == "ok"
             cluster.start_node(cluster.nodes[0].node_id)
             deadline = time.monotonic() + 60
@@ -460,8 +568,13 @@ def test_broker_unreachable_answers_503_and_publishes_nothing(tmp_path: Path) ->
             assert retried.status == 202, retried
             after = server.post(order((8, 1)))
             assert after.status == 202, after
+            again = server.post(order((7, 1), order_id=chosen))
+            assert again.status == 202, again  # the id the failed attempt held is free
+            assert server.post(order((7, 1), order_id=chosen)).status == 409  # and now taken
         ids = placed(own)
-    assert ids == Counter({before: 1, retried.body["order_id"]: 1, after.body["order_id"]: 1})
+    assert ids == Counter(
+        {before: 1, retried.body["order_id"]: 1, after.body["order_id"]: 1, chosen: 1}
+    )
 
 
 # --- fuzzing from the spec ------------------------------------------------------------

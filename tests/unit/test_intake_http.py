@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import producers.intake
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS
 from pipelines.schemas import default_store
 from pipelines.settings import Settings
 from producers.intake import IntakeConfig, create_app
@@ -182,6 +183,8 @@ def test_the_openapi_document_follows_the_avro_schema() -> None:
         "description": line["properties"]["quantity"]["description"],
     }
     assert request["properties"]["channel"]["enum"] == ["WEB", "MOBILE", "STORE", "PARTNER"]
+    placed_at = request["properties"]["placed_at"]
+    assert (placed_at["minimum"], placed_at["maximum"]) == (MIN_EVENT_MS, MAX_EVENT_MS)
     status = spec["components"]["schemas"]["OrderStatus"]
     assert status["properties"]["status"]["enum"] == ["ACCEPTED", "CONFIRMED", "REJECTED"]
     assert status["properties"]["reason"]["nullable"] is True

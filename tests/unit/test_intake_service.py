@@ -153,6 +153,76 @@ def test_a_known_client_order_id_is_a_conflict() -> None:
     assert len(publisher.sent) == 1
 
 
+async def _outcomes(intake: Intake, orders: list[tuple[OrderRequest, str | None]]) -> list[Any]:
+    """Place every order at once; each outcome is an Accepted or the Rejection raised."""
+    results = await asyncio.gather(
+        *(intake.place(o, key) for o, key in orders), return_exceptions=True
+    )
+    return list(results)
+
+
+def test_concurrent_orders_with_one_client_order_id_are_accepted_once() -> None:
+    intake, publisher = make(FakePublisher(delay=0.02))
+    burst = [(order(order_id="shop-9", customer_id=f"C-{n}"), None) for n in range(10)]
+    outcomes = run(_outcomes(intake, burst))
+    accepted = [o for o in outcomes if isinstance(o, Accepted)]
+    refused = [o for o in outcomes if isinstance(o, Rejection)]
+    assert len(accepted) == 1
+    assert [r.status for r in refused] == [409] * 9
+    assert all("shop-9 is being placed by another request" in r.error for r in refused)
+    assert publisher.order_ids() == ["shop-9"]
+    assert not intake._claimed  # every claim released
+
+
+def test_different_keys_with_one_client_order_id_are_accepted_once() -> None:
+    intake, publisher = make(FakePublisher(delay=0.02))
+    burst = [(order(f"k{n}", order_id="shop-8", customer_id=f"C-{n}"), f"k{n}") for n in range(5)]
+    outcomes = run(_outcomes(intake, burst))
+    assert sum(isinstance(o, Accepted) for o in outcomes) == 1
+    assert sorted(o.status for o in outcomes if isinstance(o, Rejection)) == [409] * 4
+    assert publisher.order_ids() == ["shop-8"]
+
+
+def test_a_claimed_id_is_free_again_after_a_failed_attempt() -> None:
+    failing = FakePublisher(fail=True, delay=0.02)
+    intake, _ = make(failing)
+    burst = [(order(order_id="shop-7"), None) for _ in range(3)]
+    outcomes = run(_outcomes(intake, burst))
+    assert sorted(o.status for o in outcomes) == [409, 409, 503]
+    failing.fail = False
+    retried = run(intake.place(order(order_id="shop-7"), None))
+    assert retried == Accepted("shop-7")
+    assert failing.order_ids() == ["shop-7"]
+    surrogate = order(order_id="shop-6", customer_id="\ud800")
+    with pytest.raises(Rejection) as unencodable:
+        run(intake.place(surrogate, None))
+    assert unencodable.value.status == 422
+    assert run(intake.place(order(order_id="shop-6"), None)) == Accepted("shop-6")
+
+
+def test_a_pending_keys_retry_yields_to_another_request_holding_its_id() -> None:
+    """A retried key republishes its own id, but not while another request places it."""
+    failing = FakePublisher(fail=True)
+    intake, publisher = make(failing)
+    with pytest.raises(Rejection):
+        run(intake.place(order("k", order_id="shop-5"), "k"))
+    failing.fail, failing.delay = False, 0.05
+
+    async def both() -> list[Any]:
+        first = asyncio.ensure_future(intake.place(order(order_id="shop-5"), None))
+        await asyncio.sleep(0.01)  # the unkeyed one holds the id
+        second = await asyncio.gather(
+            intake.place(order("k", order_id="shop-5"), "k"), return_exceptions=True
+        )
+        return [await first, *second]
+
+    unkeyed, retry = run(both())
+    assert unkeyed == Accepted("shop-5")
+    assert isinstance(retry, Rejection)
+    assert retry.status == 409
+    assert publisher.order_ids() == ["shop-5"]
+
+
 def test_a_failed_delivery_is_a_503_and_the_retry_reuses_the_order() -> None:
     failing = FakePublisher(fail=True)
     intake, _ = make(failing)

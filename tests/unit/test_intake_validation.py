@@ -9,9 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS
+from pipelines.schemas import default_store
 from pipelines.serde import SingleObjectSerde
+from producers.intake.fastcheck import with_fast_path
 from producers.intake.validation import (
     MAX_PROBLEMS,
+    PLACED,
     OrderRequest,
     Rejection,
     build_order,
@@ -134,6 +138,8 @@ def test_the_body_must_be_an_object(payload: object) -> None:
         (b"{'single': 1}", "malformed JSON"),
         (b"\xff\xfe\x00", "malformed JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested too deeply"),
+        (b'{"total_cents": ' + b"9" * 5000 + b"}", "more than 4300 digits"),
+        (b"[" + b"1" * 4301 + b"]", "more than 4300 digits"),
     ],
 )
 def test_malformed_json_is_a_400(raw: bytes, says: str) -> None:
@@ -252,3 +258,54 @@ def test_read_order_accepts_what_build_order_accepts() -> None:
         new_id=lambda: "O-generated",
     )
     assert order == build(body(), key="k")
+
+
+# --- event time -------------------------------------------------------------------------
+
+FAST = with_fast_path(SERDE.validate, default_store(), (PLACED,))
+
+
+@pytest.mark.parametrize("placed_at", [-(2**63), -1, MAX_EVENT_MS + 1, 2**63 - 1])
+def test_an_event_time_outside_the_range_is_a_422(placed_at: int) -> None:
+    for validate in (SERDE.validate, FAST):
+        with pytest.raises(Rejection) as caught:
+            build_order(
+                body(placed_at=placed_at), key=None, max_lines=100, now_ms=NOW, validate=validate
+            )
+        assert caught.value.status == 422
+        assert caught.value.problems == [
+            f"placed_at: event time {placed_at} is outside the accepted range "
+            f"{MIN_EVENT_MS}..{MAX_EVENT_MS} (1970-01-01 to 9999-12-31 in epoch milliseconds)"
+        ]
+
+
+def test_the_ends_of_the_event_time_range_are_accepted() -> None:
+    for placed_at in (MIN_EVENT_MS, MAX_EVENT_MS):
+        assert build(body(placed_at=placed_at)).record["placed_at"] == placed_at
+
+
+def test_an_event_time_problem_comes_with_every_other_problem_once() -> None:
+    problems = rejected(body(placed_at=-(2**63), total_cents="ten", coupon=1)).problems
+    assert len(problems) == 3, problems
+    assert sum(p.startswith("placed_at: event time") for p in problems) == 1
+    beyond = rejected(body(placed_at=2**64)).problems  # the schema's own problem, not two
+    assert beyond == [f"placed_at: {2**64} is out of range for long"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-(2**64), 2**64) | st.sampled_from([-(2**63), 0, MAX_EVENT_MS, MAX_EVENT_MS + 1])
+)
+def test_fast_and_full_validation_agree_on_event_times(placed_at: int) -> None:
+    """The compiled check and the full walk answer the same, and 422 exactly outside the range."""
+    outcomes = []
+    for validate in (SERDE.validate, FAST):
+        try:
+            build_order(
+                body(placed_at=placed_at), key=None, max_lines=100, now_ms=NOW, validate=validate
+            )
+            outcomes.append(None)
+        except Rejection as exc:
+            outcomes.append(exc.problems)
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] is None) == (MIN_EVENT_MS <= placed_at <= MAX_EVENT_MS)
