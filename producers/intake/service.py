@@ -66,6 +66,8 @@ class Intake:
         self.metrics = metrics
         self.clock = clock
         self._claimed: set[str] = set()
+        # order id -> the Idempotency-Key whose attempt with it failed (outcome unknown)
+        self._held: dict[str, str] = {}
 
     async def place(self, order: OrderRequest, key: str | None) -> Accepted:
         """Accept `order` once; with a key, at most one order per key and content."""
@@ -96,7 +98,7 @@ class Intake:
         # a fresh random id is nobody else's; a client's own (or a retried one) is claimed
         claim = retry or "order_id" not in order.generated
         if claim:
-            self._claim(order_id, retry=retry)
+            self._claim(order_id, key, retry=retry)
         try:
             value = self._encoded(order.record)
             headers: list[tuple[str, bytes]] = []
@@ -105,10 +107,11 @@ class Intake:
                 self.keys.remember(
                     key, KeyEntry(order_id, order.fingerprint, self.clock(), order.record)
                 )
-            await self._publish(order_id, value, headers, keyed=key is not None)
+            await self._publish(order_id, value, headers, key)
             now = self.clock()
             if key is not None:
                 self.keys.remember(key, KeyEntry(order_id, order.fingerprint, now))
+                self._held.pop(order_id, None)
             self.status.accepted(order_id, int(now * 1000))
         finally:
             if claim:
@@ -116,13 +119,15 @@ class Intake:
         return Accepted(order_id)
 
     async def _publish(
-        self, order_id: str, value: bytes, headers: list[tuple[str, bytes]], *, keyed: bool
+        self, order_id: str, value: bytes, headers: list[tuple[str, bytes]], key: str | None
     ) -> None:
         try:
             await self.publisher.publish(order_id.encode(), value, headers)
         except PublishFailed as exc:
             self.metrics.publish_failures.inc()
-            advice = " with the same Idempotency-Key (it keeps the order id)" if keyed else ""
+            if key is not None:
+                self._hold(order_id, key)
+            advice = " with the same Idempotency-Key (it keeps the order id)" if key else ""
             raise Rejection(
                 503,
                 f"the order was not accepted: {exc}; retry later{advice}",
@@ -145,14 +150,18 @@ class Intake:
                 learnt += self.keys.learn(order.key, entry)
         return learnt
 
-    def _claim(self, order_id: str, *, retry: bool) -> None:
+    def _claim(self, order_id: str, key: str | None, *, retry: bool) -> None:
         """Hold `order_id` for this attempt; one known here or held by another is a 409.
 
         The claim covers the whole attempt, publication included, and is released when
         it ends: concurrent requests with one client-chosen id get one 202 and 409s,
-        and an attempt that failed (503) leaves the id free for the client's retry. A
-        retry of a pending Idempotency-Key republishes its own id, so only a claim by
-        another request stops it, not the status its earlier attempt may have left.
+        and an unkeyed attempt that failed (503) leaves the id free for the client's
+        retry. A keyed attempt that failed is different: its record may have been
+        appended after all (a timeout hides that), so its id stays held for that key's
+        retry while the key is pending; anyone else would get a 202 for an order the
+        stage then drops as a duplicate. A retry of a pending key republishes its own
+        id, so only a claim by another request stops it, not the status its earlier
+        attempt may have left.
         """
         if order_id in self._claimed:
             raise Rejection(
@@ -160,11 +169,38 @@ class Intake:
                 f"order {order_id} is being placed by another request; "
                 "use a new order_id or an Idempotency-Key",
             )
+        if self._held_by_other(order_id, key):
+            raise Rejection(
+                409,
+                f"order {order_id} belongs to an earlier request whose Idempotency-Key "
+                "is still pending (its delivery may have succeeded); use a new order_id",
+            )
         if not retry and self.status.get(order_id) is not None:
             raise Rejection(
                 409, f"order {order_id} already exists; use a new order_id or an Idempotency-Key"
             )
         self._claimed.add(order_id)
+
+    def _hold(self, order_id: str, key: str) -> None:
+        """Keep `order_id` for `key`'s retry; forget holds whose key is no longer pending."""
+        self._held[order_id] = key
+        if len(self._held) > self.keys.max_keys:
+            for held_id, held_key in list(self._held.items()):
+                if not self._pending(held_key):
+                    del self._held[held_id]
+
+    def _held_by_other(self, order_id: str, key: str | None) -> bool:
+        holder = self._held.get(order_id)
+        if holder is None or holder == key:
+            return False
+        if self._pending(holder):
+            return True
+        del self._held[order_id]  # the key was forgotten or completed: the hold is stale
+        return False
+
+    def _pending(self, key: str) -> bool:
+        entry = self.keys.get(key)
+        return entry is not None and entry.pending is not None
 
     def _encoded(self, record: Mapping[str, Any]) -> bytes:
         try:

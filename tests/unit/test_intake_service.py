@@ -209,18 +209,38 @@ def test_a_pending_keys_retry_yields_to_another_request_holding_its_id() -> None
     failing.fail, failing.delay = False, 0.05
 
     async def both() -> list[Any]:
-        first = asyncio.ensure_future(intake.place(order(order_id="shop-5"), None))
-        await asyncio.sleep(0.01)  # the unkeyed one holds the id
+        first = asyncio.ensure_future(intake.place(order("k", order_id="shop-5"), "k"))
+        await asyncio.sleep(0.01)  # the retry holds the id
         second = await asyncio.gather(
-            intake.place(order("k", order_id="shop-5"), "k"), return_exceptions=True
+            intake.place(order(order_id="shop-5"), None), return_exceptions=True
         )
         return [await first, *second]
 
-    unkeyed, retry = run(both())
-    assert unkeyed == Accepted("shop-5")
-    assert isinstance(retry, Rejection)
-    assert retry.status == 409
+    retry, unkeyed = run(both())
+    assert retry == Accepted("shop-5")
+    assert isinstance(unkeyed, Rejection)
+    assert unkeyed.status == 409
     assert publisher.order_ids() == ["shop-5"]
+
+
+def test_an_id_whose_keyed_attempt_failed_stays_with_that_key() -> None:
+    """A 503 may hide a record that landed: nobody else may take its id meanwhile."""
+    failing = FakePublisher(fail=True)
+    intake, publisher = make(failing)
+    with pytest.raises(Rejection):
+        run(intake.place(order("k", order_id="shop-4"), "k"))
+    failing.fail = False
+    for other in (
+        intake.place(order(order_id="shop-4", customer_id="C-other"), None),
+        intake.place(order("k2", order_id="shop-4", customer_id="C-other"), "k2"),
+    ):
+        with pytest.raises(Rejection) as caught:
+            run(other)
+        assert caught.value.status == 409
+        assert "still pending" in caught.value.error
+    assert run(intake.place(order("k", order_id="shop-4"), "k")) == Accepted("shop-4")
+    assert publisher.order_ids() == ["shop-4"]
+    assert not intake._held  # released once the key's order is accepted
 
 
 def test_a_failed_delivery_is_a_503_and_the_retry_reuses_the_order() -> None:
