@@ -60,6 +60,7 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
+from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.relay import DelayRelay
 from pipelines.stages.schemagate import SchemaGate
 
@@ -181,7 +182,7 @@ senders = SenderPool(settings.delivery, settings.notifications.concurrency)
 limits = {channel: TokenBucket(0.0) for channel in CHANNELS}
 attempts = table(app, "attempts", JSON_STATE)
 results = table(app, "results", RAW_SCHEMA, _topic("notifications.results"))
-relay = DelayRelay(settings, serde, metrics, SchemaGate(serde, []))
+relay = DelayRelay(settings, serde, metrics, SchemaGate(serde, []), max_hold_ms=policy.max_hold_ms)
 busy: set[bytes] = set()  # ids an actor of this worker is processing right now
 install_web(app, metrics, {"attempts": attempts, "results": results})
 
@@ -226,7 +227,10 @@ async def _handle(channel: str, event: faust.EventT[bytes]) -> None:
 
 async def _process(channel: str, event: faust.EventT[bytes], ref: RecordRef, logical: str) -> None:
     task = serde.decode(ref.value or b"", REQUESTED, source=ref)
-    key = event.key or task["notification_id"].encode()
+    key = task["notification_id"].encode()
+    if not at_home(event.key, ref.partition, key, settings.partitions):
+        await _rehome(channel, key, ref, event)
+        return
     raw_token = (event.headers or {}).get(notify.REDRIVE_HEADER)
     stored = results.get(key)
     if schema_gate.blocked(stored):  # written by another worker, maybe under another id
@@ -260,6 +264,28 @@ async def _process(channel: str, event: faust.EventT[bytes], ref: RecordRef, log
         )
     finally:
         busy.discard(key)
+
+
+async def _rehome(channel: str, key: bytes, ref: RecordRef, event: faust.EventT[bytes]) -> None:
+    """Send a task that is not under its notification id in that id's partition (keyless,
+    keyed otherwise, or another partitioner) back to its channel topic, keyed by its id.
+
+    The attempt and result tables are kept per id in the id's partition: decided where
+    it stray-landed, a task would collapse onto its record key's state or escape the
+    once-only check of a copy that lands at home. Only this stage reads the channel
+    topics, so the copy is counted nowhere twice; the stray is acknowledged once the copy
+    is sent (flushed before the commit, like every output).
+    """
+    if REKEYED_HEADER in (event.headers or {}):  # never loop on a partition-count mismatch
+        raise RecordError(
+            f"task {key.decode(errors='replace')} was re-keyed and still arrived in partition "
+            f"{ref.partition}, not {home_partition(key, settings.partitions)}: "
+            f"{ref.topic} must have {settings.partitions} partitions",
+            ref,
+        )
+    origin = f"{ref.topic}[{ref.partition}]@{ref.offset}".encode()
+    headers = [*_carried_headers(event), (REKEYED_HEADER, origin)]
+    await _publish(CHANNEL_TOPICS[channel], key, ref.value or b"", headers)
 
 
 def _result_status(key: bytes) -> str | None:

@@ -56,7 +56,7 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
-from pipelines.stages.homing import at_home, home_partition
+from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ async def _rekey(ref: RecordRef, order_id: bytes, *, from_rekeyed: bool) -> None
             ref,
         )
     origin = f"{ref.topic}[{ref.partition}]@{ref.offset}".encode()
-    await sender.send(REKEYED_TOPIC, order_id, ref.value, [("sluice.rekeyed.from", origin)])
+    await sender.send(REKEYED_TOPIC, order_id, ref.value, [(REKEYED_HEADER, origin)])
     metrics.sent(PLACED_REKEYED)
     log.debug("order %s re-keyed from %s", order_id.decode(errors="replace"), origin.decode())
 

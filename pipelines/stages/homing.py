@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import struct
 
+#: Header on a record a stage re-keyed to its home partition: where it was read first.
+REKEYED_HEADER = "sluice.rekeyed.from"
+
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
 _MASK = 0xFFFFFFFF

@@ -53,6 +53,17 @@ class Policy:
     delays_s: tuple[float, ...] = (1.0, 10.0, 60.0)
     jitter: float = 0.2
     provider_idempotent: bool = False
+    #: The longest provider `Retry-After` honoured; a longer one is cut to this.
+    max_retry_after_s: float = 3600.0
+
+    @property
+    def max_hold_ms(self) -> int:
+        """The furthest ahead a retry Sluice schedules can be due, plus a minute of clock
+        skew between workers. A task due later than this did not come from this policy
+        (a hand-made record, a clock far off): it would hold its delay partition, and
+        every retry queued behind it, for as long as it says."""
+        longest = max(self.delays_s) * (1 + self.jitter) + self.max_retry_after_s
+        return int(longest * 1000) + 60_000
 
     def may_resend_unknown(self, channel: str) -> bool:
         """Only HTTP providers get an idempotency key, and only if they honour it."""
@@ -100,11 +111,35 @@ def on_task(
         return Step("skip", "already delivered")
     if busy:
         return Step("skip", "being processed in this worker")
+    if task["not_before"] > now_ms + policy.max_hold_ms:
+        return _too_far_ahead(task, state, token, source, now_ms)
     if state is not None and state.get("redrive") != token:
         return _other_generation(task, state, token, source, now_ms)
     if state is None:
         return _fresh(task, result, token, source, now_ms)
     return _against(task, state, result=result, source=source, now_ms=now_ms, policy=policy)
+
+
+def _too_far_ahead(
+    task: Task, state: State | None, token: str | None, source: Source, now_ms: int
+) -> Step:
+    """A task due further ahead than any retry this stage schedules: end it, for a human.
+
+    Deferring it would park it in a delay topic for years; sending it early would ignore
+    what it says. Dead-lettering keeps it (with the reason) for `sluice dlq redrive`.
+    """
+    error = (
+        f"not_before {task['not_before']} is more than the longest retry wait ahead of "
+        f"{now_ms}; not a retry this stage scheduled"
+    )
+    base: State = state or {
+        "attempt": task["attempt"],
+        "by": list(source),
+        "first_at": now_ms,
+        "last_at": now_ms,
+        "redrive": token,
+    }
+    return _dead(task, base, error, now_ms, note="due too far ahead")
 
 
 def _other_generation(
@@ -215,7 +250,7 @@ def on_failed(
         delays_s=policy.delays_s,
         jitter=policy.jitter,
         rng=rng,
-        retry_after_s=error.retry_after_s,
+        retry_after_s=_capped(error.retry_after_s, policy.max_retry_after_s),
     )
     topic = delay_topic(not_before, now_ms)
     failed: State = {
@@ -225,6 +260,11 @@ def on_failed(
         "retry": {"not_before": not_before, "topic": topic},
     }
     return _retry_again(task, failed)
+
+
+def _capped(retry_after_s: float | None, limit_s: float) -> float | None:
+    """A provider's Retry-After, at most `limit_s` (a 429 asking for a year is a bug)."""
+    return None if retry_after_s is None else min(retry_after_s, limit_s)
 
 
 def _retry_again(task: Task, state: State) -> Step:

@@ -39,6 +39,7 @@ from pipelines.catalog import RETRY_STEPS
 from pipelines.errors import RecordError, RecordRef
 from pipelines.serde import Serde
 from pipelines.settings import Settings
+from pipelines.stages import notify
 from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.notify import DelayGate
@@ -70,12 +71,14 @@ class DelayRelay:
         schemas: SchemaGate | None = None,
         *,
         max_wait_s: float = 1.0,
+        max_hold_ms: int = notify.Policy().max_hold_ms,
     ) -> None:
         self.settings = settings
         self.serde = serde
         self.metrics = metrics
         self.schemas = schemas or SchemaGate(serde, [])
         self.max_wait_s = max_wait_s
+        self.max_hold_ms = max_hold_ms
         self.sources = [settings.topic(f"notifications.retry.{step}") for step in RETRY_STEPS]
         self.gate: DelayGate[TopicPartition, Held] = DelayGate()
         self.paused: set[TopicPartition] = set()
@@ -152,14 +155,22 @@ class DelayRelay:
             await asyncio.sleep(self.schemas.first_delay_s)
 
     def _held(self, record: Any) -> tuple[int, Held]:
-        """When `record` is due and where it goes; undecodable records are due at once."""
+        """When `record` is due and where it goes; undecodable records are due at once.
+
+        So is a task due further past its record's time than any retry the stage
+        schedules (`max_hold_ms`): held, it would stop its partition, and every retry
+        behind it, for as long as it says; the stage dead-letters it with the reason.
+        """
         self.metrics.received(self.settings.logical_topic(record.topic))
         ref = RecordRef(record.topic, record.partition, record.offset, record.key, record.value)
         try:
             task = self.serde.decode(record.value or b"", REQUESTED, source=ref)
         except RecordError as exc:
             return 0, Held(record, None, str(exc))
-        return int(task["not_before"]), Held(record, f"notifications.{task['channel'].lower()}")
+        due = int(task["not_before"])
+        if due - record.timestamp > self.max_hold_ms:
+            due = 0
+        return due, Held(record, f"notifications.{task['channel'].lower()}")
 
     async def _forward(
         self, producer: Any, released: list[tuple[TopicPartition, Held]]

@@ -33,6 +33,7 @@ from pipelines.providers import (
 from pipelines.runner import Fleet
 from pipelines.serde import serde_for
 from pipelines.settings import NotificationSettings, Settings
+from pipelines.stages.homing import home_partition
 from pipelines.stages.notify import UNKNOWN_AFTER_CRASH
 from tests.support import pipeline
 
@@ -76,6 +77,29 @@ def _produce(settings: Settings, tasks: list[dict[str, Any]], *, duplicate_every
         for _ in range(2 if duplicate_every and n % duplicate_every == 0 else 1):
             producer.produce(topic, value, task["notification_id"].encode())
     assert producer.flush(20) == 0
+
+
+def _produce_to(
+    settings: Settings, topic: str, tasks: list[tuple[dict[str, Any], bytes | None]]
+) -> None:
+    """Write tasks to one catalog topic, in order, each with the key given (None: no key,
+    as a console producer writes; the partition then is the producer's choice)."""
+    serde = serde_for(settings)
+    producer = Producer(settings.confluent_producer())
+    physical = settings.topic(topic)
+    for task, key in tasks:
+        producer.produce(physical, serde.encode(REQUESTED, task, topic=physical), key)
+    assert producer.flush(20) == 0
+
+
+def _behind(first: dict[str, Any], partitions: int) -> dict[str, Any]:
+    """A due PUSH task whose id's partition is `first`'s: it queues behind it."""
+    home = home_partition(first["notification_id"].encode(), partitions)
+    return next(
+        t
+        for t in (_task(i, "PUSH") for i in range(91, 200))
+        if home_partition(t["notification_id"].encode(), partitions) == home
+    )
 
 
 def _rows(settings: Settings, topic: str) -> list[dict[str, Any]]:
@@ -150,10 +174,24 @@ def test_every_request_ends_once_through_failures_timeouts_and_rate_limits(
         ),
     )
     tasks = [_task(i, ch, bad=i % 10 == 9) for i in range(30) for ch in CHANNELS]
-    ids = {t["notification_id"] for t in tasks}
+    # due in ten years, hand-written onto a delay topic, with a due retry behind it
+    parked = {**_task(90, "PUSH"), "not_before": int(time.time() * 1000) + 10 * 365 * 86_400_000}
+    behind = _behind(parked, pipeline_settings.partitions)
+    # as a console producer would write them: keyless, and keyed by something else
+    strays = [(_task(95, "SMS"), None), (_task(96, "EMAIL"), b"not-its-id")]
+    extra = [parked, behind, *(t for t, _k in strays)]
+    ids = {t["notification_id"] for t in (*tasks, *extra)}
     with providers_in_thread(config) as handle:
         settings = _with(pipeline_settings, handle)
         with _running(settings, tmp_path) as fleet:
+            delayed = (parked, behind)
+            _produce_to(
+                settings,
+                "notifications.retry.60s",
+                [(t, t["notification_id"].encode()) for t in delayed],
+            )
+            for task, key in strays:
+                _produce_to(settings, "notifications." + task["channel"].lower(), [(task, key)])
             _produce(settings, tasks, duplicate_every=4)
             producer = Producer(settings.confluent_producer())
             for channel in CHANNELS:  # one undecodable record per channel topic
@@ -186,15 +224,32 @@ def test_every_request_ends_once_through_failures_timeouts_and_rate_limits(
                 assert result["attempts"] == 1
                 assert re.match(r"(http 400|smtp 550)", result["error"]), result
 
-        _check_retries(settings, latest, receipts, retried_metric)
+        handwritten = {(t["notification_id"], t["attempt"]) for t in delayed}
+        _check_retries(settings, latest, receipts, retried_metric, handwritten)
         _check_dead_letters(settings, dead)
+        # the far-future task was refused, not parked, and did not hold up the one behind it
+        assert "not a retry this stage scheduled" in latest[parked["notification_id"]]["error"]
+        assert latest[behind["notification_id"]]["status"] == "DELIVERED"
+        # stray keys were re-keyed by notification id: one result each, under the id
+        assert all(len(found[t["notification_id"]]) == 1 for t, _k in strays)
+        assert not {"", "not-its-id"} & set(found)
 
 
 def _check_retries(
-    settings: Settings, latest: dict[str, Any], receipts: Any, retried_metric: float
+    settings: Settings,
+    latest: dict[str, Any],
+    receipts: Any,
+    retried_metric: float,
+    handwritten: set[tuple[str, int]],
 ) -> None:
-    """Retries were scheduled with backoff, 429 waits honoured Retry-After, none went early."""
-    queued = [row for topic in RETRY_TOPICS for row in _rows(settings, topic)]
+    """Retries were scheduled with backoff, 429 waits honoured Retry-After, none went early
+    (`handwritten`: the (id, attempt) of tasks the test itself put on a delay topic)."""
+    queued = [
+        row
+        for topic in RETRY_TOPICS
+        for row in _rows(settings, topic)
+        if (row["value"]["notification_id"], row["value"]["attempt"]) not in handwritten
+    ]
     assert len(queued) == retried_metric > 0
     not_before = {(r["value"]["notification_id"], r["value"]["attempt"]): r for r in queued}
     rate_limited = [r for r in queued if (r["value"]["last_error"] or "").startswith("http 429")]

@@ -165,6 +165,45 @@ def test_retry_after_is_honoured_and_picks_a_longer_delay_topic() -> None:
     assert step.delay_topic == "notifications.retry.60s"
 
 
+def test_a_retry_after_beyond_the_cap_is_cut_to_it() -> None:
+    year = 365 * 86_400.0
+    step = failed(task(), RateLimitedError("http 429", "slow down", retry_after_s=year))
+    assert step.task is not None
+    cap_ms = int(POLICY.max_retry_after_s * 1000)
+    assert NOW + cap_ms <= step.task["not_before"] <= NOW + POLICY.max_hold_ms
+
+
+@pytest.mark.parametrize("state", [None, "sending"])
+def test_a_task_due_years_ahead_is_dead_lettered_not_parked(state: str | None) -> None:
+    """Deferred, it would hold its delay partition (and every retry behind it) for years."""
+    far = task(2, not_before=NOW + 10 * 365 * 86_400_000)
+    step = notify.on_task(
+        far,
+        state=sending(task(2)) if state else None,
+        result=None,
+        token=None,
+        source=("notifications.retry.60s", 0, 9),
+        busy=False,
+        now_ms=NOW,
+        policy=POLICY,
+    )
+    assert step.kind == "dead"
+    assert step.result is not None
+    assert step.result["status"] == "DEAD_LETTERED"
+    assert "not a retry this stage scheduled" in (step.error or "")
+    assert step.state is not None
+    assert step.state["phase"] == "dead"
+
+
+def test_a_task_due_within_the_longest_wait_is_deferred() -> None:
+    due = task(2, not_before=NOW + POLICY.max_hold_ms - 1)
+    step = notify.on_task(
+        due, state=None, result=None, token=None, source=("notifications.retry.60s", 0, 9),
+        busy=False, now_ms=NOW, policy=POLICY,
+    )  # fmt: skip
+    assert step.kind == "defer"
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -481,7 +520,7 @@ def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.Mo
     def record(tp: Any, offset: int, value: bytes, headers: Any = ()) -> Any:
         return SimpleNamespace(
             topic=tp.topic, partition=tp.partition, offset=offset, key=b"k", value=value,
-            headers=headers,
+            headers=headers, timestamp=NOW,
         )  # fmt: skip
 
     def encoded(channel: str, not_before: int) -> bytes:
@@ -490,8 +529,9 @@ def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.Mo
 
     token = (("sluice.redrive", b"dlq:0:1"),)
     early, late = encoded("SMS", NOW - 1), encoded("SMS", NOW + 10_000)
+    years_ahead = encoded("SMS", NOW + 10 * 365 * 86_400_000)
     first = {
-        tp0: [record(tp0, 5, early), record(tp0, 6, late)],
+        tp0: [record(tp0, 5, early), record(tp0, 6, late), record(tp0, 7, years_ahead)],
         tp1: [record(tp1, 7, encoded("PUSH", NOW), token), record(tp1, 8, b"junk")],
     }
     consumer = FakeConsumer([first], {tp0, tp1})
@@ -520,7 +560,9 @@ def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.Mo
     assert consumer.timeouts[-1] == 1  # the poll wakes when the head falls due
     asyncio.run(cycles(NOW + 10_000))
     assert producer.sent[3] == ("x.notifications.sms", b"k", [])
-    assert consumer.committed[tp0] == 7
+    # due ten years ahead: not held (it would stop the partition); the stage refuses it
+    assert producer.sent[4] == ("x.notifications.sms", b"k", [])
+    assert consumer.committed[tp0] == 8
     assert consumer.paused == set()
 
 
@@ -547,7 +589,7 @@ def test_the_relay_waits_out_a_registry_outage_without_dead_letters(
         registry.stop()
         serde = ConfluentSerde(registry.url, client_retries=0)
         record = SimpleNamespace(
-            topic=tp.topic, partition=0, offset=4, key=b"k", value=value, headers=()
+            topic=tp.topic, partition=0, offset=4, key=b"k", value=value, headers=(), timestamp=NOW
         )
         consumer = FakeConsumer([{tp: [record]}, {tp: [record]}], {tp})
         producer = FakeProducer()
