@@ -27,7 +27,6 @@ import faust
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordError
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import windows
 from pipelines.stages.analytics_web import WindowView, install_views
 from pipelines.stages.faustapp import (
@@ -42,10 +41,11 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 config = settings.analytics
 serde = serde_for(settings)
 metrics = StageMetrics("analytics")

@@ -44,7 +44,6 @@ from pipelines.delivery import (
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import notify
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -60,6 +59,7 @@ from pipelines.stages.faustapp import (
     table,
 )
 from pipelines.stages.relay import DelayRelay
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class SenderPool:
                 log.warning("closing the %s sender failed", sender.channel, exc_info=True)
 
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 serde = serde_for(settings)
 policy = notify.Policy(
     max_attempts=settings.notifications.max_attempts,

@@ -31,7 +31,6 @@ from pipelines.backpressure import EDGES
 from pipelines.errors import RecordError
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
 from pipelines.stages.faustapp import (
@@ -47,6 +46,7 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ PLACED = "sluice.orders.OrderPlaced"
 RESULT = "sluice.inventory.ReservationResult"
 REQUEST = "sluice.inventory.ReservationRequested"
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 serde = serde_for(settings)
 config = saga.SagaConfig(decline_rate=settings.orders.decline_rate)
 metrics = StageMetrics("orders")
