@@ -31,7 +31,6 @@ import faust
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordError
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import windows
 from pipelines.stages.analytics_web import WindowView, install_views
 from pipelines.stages.deadletter import DeadLetters
@@ -47,10 +46,11 @@ from pipelines.stages.faustapp import (
     table,
 )
 from pipelines.stages.schemagate import SchemaGate
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 config = settings.analytics
 serde = serde_for(settings, client_retries=0)  # the schema gate retries, off the event loop
 metrics = StageMetrics("analytics")

@@ -45,7 +45,6 @@ from pipelines.delivery import (
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import notify
 from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import (
@@ -63,6 +62,7 @@ from pipelines.stages.faustapp import (
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.relay import DelayRelay
 from pipelines.stages.schemagate import SchemaGate
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class SenderPool:
                 log.warning("closing the %s sender failed", sender.channel, exc_info=True)
 
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 serde = serde_for(settings, client_retries=0)  # the schema gates retry, off the event loop
 policy = notify.Policy(
     max_attempts=settings.notifications.max_attempts,

@@ -40,7 +40,6 @@ from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
-from pipelines.settings import get_settings
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
 from pipelines.stages.deadletter import DeadLetters
@@ -58,6 +57,7 @@ from pipelines.stages.faustapp import (
 )
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.schemagate import SchemaGate
+from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ PLACED = "sluice.orders.OrderPlaced"
 RESULT = "sluice.inventory.ReservationResult"
 REQUEST = "sluice.inventory.ReservationRequested"
 
-settings = get_settings()
+settings = stage_settings()  # bad settings: one line, no traceback
 serde = serde_for(settings, client_retries=0)  # the schema gate retries, off the event loop
 config = saga.SagaConfig(decline_rate=settings.orders.decline_rate)
 metrics = StageMetrics("orders")

@@ -1,10 +1,13 @@
 """`sluice worker STAGE`: run one Faust worker of a stage, supervised.
 
-It checks the broker and the topics first (a worker must never create a pipeline topic
-with the wrong partition count), then runs `faust -A pipelines.<stage>:app worker` as a
-child process and forwards Ctrl-C and SIGTERM to it. A Faust worker can hang in shutdown
-when the broker is gone, so the stop is bounded: after `--stop-timeout` seconds the child
-is killed and that is reported, rather than the terminal hanging forever.
+A thin supervisor: it runs `faust -A pipelines.<stage>:app worker` as a child process with
+the port, name and brokers it was given, forwards Ctrl-C and SIGTERM, and returns the
+child's exit code. Everything that makes a start safe (the table directory per worker,
+the crash and cluster checks on local tables, the web port, the broker and the topics,
+one line per failure) is the app's own start-up (`pipelines.stages.startup`), so Faust's
+own CLI gets exactly the same. A Faust worker can hang in shutdown when the broker is
+gone, so the stop is bounded: after `--stop-timeout` seconds the child is killed and
+that is reported, rather than the terminal hanging forever.
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ import types
 
 import click
 
-from pipelines import admin
-from pipelines.acls import stage_specs
 from pipelines.catalog import APP_IDS
-from pipelines.cli.common import bootstrap_option, fail_line, make_settings, note
-from pipelines.stages.faustapp import DEFAULT_WEB_PORTS, prepare_state_dir, worker_dir
+from pipelines.cli.common import bootstrap_option, fail_line
+from pipelines.stages.faustapp import DEFAULT_WEB_PORTS
 
 PR_SET_PDEATHSIG = 1
 
@@ -73,27 +74,17 @@ def worker(
     Start more workers (each with its own --web-port) to scale: the group rebalances and
     spreads the partitions over them.
     """
-    settings = make_settings(bootstrap_servers)
     port = web_port or DEFAULT_WEB_PORTS[stage]
-    app_id = settings.group(APP_IDS[stage])
-    # local trouble (disk full, unwritable dir) first: it needs no broker to be reported
-    unclean = prepare_state_dir(worker_dir(settings, app_id, port, name))
-    result = admin.ensure_topics(settings, stage_specs(stage))
-    if result.created:
-        note(f"created {len(result.created)} missing topic(s)")
-    env = {
-        **os.environ,
-        "SLUICE_WEB_PORT": str(port),
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-    }
+    env = {**os.environ, "SLUICE_WEB_PORT": str(port)}
+    if bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
     if name:
         env["SLUICE_WORKER_NAME"] = name
-    if unclean:
-        note("the last run of this worker did not stop cleanly: tables restore from changelogs")
     cmd = [
         sys.executable,
         "-m",
         "faust",
+        "--quiet",  # no banner: a start that fails says one line and nothing else
         "-A",
         f"pipelines.{stage}:app",
         "worker",

@@ -45,12 +45,10 @@ class Controller:
         entry_topics: list[str],
         *,
         metrics: StageMetrics,
-        state_file: Path,
     ) -> None:
         self.app, self.settings, self.edge = app, settings, edge
         self.entry = {settings.topic(t) for t in entry_topics}
         self.signal = LagSignal(settings, edge, settings.backpressure)
-        self.state_file = state_file
         self.paused_since: float | None = None
         self.paused_seconds = 0.0
         self.inflight: dict[int, set[bytes]] = {}
@@ -239,6 +237,11 @@ class Controller:
             for t, p in self.last_taken
         }
 
+    @property
+    def state_file(self) -> Path:
+        """In the worker's directory, which its worker sets at start (it follows the web port)."""
+        return Path(self.app.conf.datadir) / "backpressure.json"
+
     def _write_state(self) -> None:
         """Leave the decision where `sluice lag` can show it (atomically replaced)."""
         try:
@@ -254,10 +257,7 @@ def install(
     app: faust.App, settings: Settings, edge: Edge, entry_topics: list[str], metrics: StageMetrics
 ) -> Controller:
     """Run a controller in `app` (with lag backpressure off it still bounds in-flight work)."""
-    state_file = Path(app.conf.datadir) / "backpressure.json"
-    controller = Controller(
-        app, settings, edge, entry_topics, metrics=metrics, state_file=state_file
-    )
+    controller = Controller(app, settings, edge, entry_topics, metrics=metrics)
 
     @app.timer(settings.backpressure.interval_s)  # type: ignore[untyped-decorator]
     async def backpressure_tick() -> None:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.transport.producer import ProducerBuffer
@@ -24,10 +22,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from pipelines import httperrors
 from pipelines.catalog import APP_IDS
-from pipelines.diskcheck import check_worker_dir
 from pipelines.errors import RecordRef
 from pipelines.settings import Settings
-from pipelines.stages import commits
+from pipelines.stages import commits, startup
+from pipelines.stages.health import AgentCrashes, CrashRecordingSupervisor, health_body
+from pipelines.stages.statedir import CLEAN_MARK, DirLock, worker_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,42 +41,12 @@ JSON_STATE: faust.Schema[bytes, Any] = faust.Schema(
     key_type=bytes, key_serializer="raw", value_serializer="json"
 )
 EXIT_METRICS = "metrics-at-exit.prom"  # in the worker's data directory
-CLEAN_MARK = "clean-shutdown"  # ditto: local tables match the changelogs
 DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
 
 
 def web_port(stage: str) -> int:
     """The web port: SLUICE_WEB_PORT (set by `sluice worker`), else the stage's default."""
     return int(os.environ.get("SLUICE_WEB_PORT", DEFAULT_WEB_PORTS[stage]))
-
-
-def worker_dir(settings: Settings, app_id: str, port: int, name: str | None = None) -> Path:
-    """Per-worker table storage: two workers on one host must not share a RocksDB."""
-    name = name or os.environ.get("SLUICE_WORKER_NAME") or f"{socket.gethostname()}-{port}"
-    return settings.data_dir / "faust" / app_id / name
-
-
-def prepare_state_dir(directory: Path) -> bool:
-    """Before a worker starts: keep its local tables only if it last stopped cleanly.
-
-    A table write lands in the local RocksDB at once and in its changelog topic only when
-    Faust's producer gets to it. After a crash the local store can hold writes Kafka never
-    got, while the input offsets that caused them were not committed: the restarted
-    worker would then believe an order already ended (its outcome exists only locally)
-    and never publish it. So unless the last run left CLEAN_MARK (written after its final
-    commit), the local state is discarded and restored from the changelogs, which are
-    the truth. Returns True when state was discarded.
-    """
-    check_worker_dir(directory)  # unwritable or full: one clear StorageError, not a traceback
-    mark = directory / CLEAN_MARK
-    discard = directory.exists() and any(directory.iterdir()) and not mark.exists()
-    if discard:
-        log.warning(
-            "%s: last run did not stop cleanly; restoring tables from changelogs", directory
-        )
-        shutil.rmtree(directory)
-    mark.unlink(missing_ok=True)
-    return discard
 
 
 def idempotent_faust_producer() -> None:
@@ -99,17 +68,91 @@ def idempotent_faust_producer() -> None:
     producer._sluice_idempotent = True  # type: ignore[attr-defined]
 
 
-class Worker(faust.Worker):
-    """Faust's worker without its progress spinner's logging hook.
+class StageApp(faust.App):
+    """A Faust app that knows its stage and the settings it was built from, so that its
+    worker can run the stage's start-up checks, and that records its agents' crashes."""
 
-    At `--loglevel warn` or above Faust installs a spinner handler on the root logger
-    and sets the root level to DEBUG, so that every debug message anywhere (aiokafka
-    logs one per record sent) is built and formatted only to turn the spinner. On a busy
-    stage that cost about 6% of the CPU. The log output is the same without it.
+    def __init__(self, app_id: str, *, stage: str, settings: Settings, **options: Any) -> None:
+        super().__init__(app_id, **options)
+        self.stage = stage
+        self.settings = settings
+        self.crashes = AgentCrashes()
+
+    def start_plan(self) -> startup.StartPlan:
+        """What `startup.prepare` checks for this app as configured now (web port included,
+        which Faust's `worker -p` sets after the module was imported)."""
+        conf = self.conf
+        changelogs = {
+            table.name: table.changelog_topic.get_topic_name() for table in self.tables.values()
+        }
+        return startup.StartPlan(
+            stage=self.stage,
+            settings=self.settings,
+            directory=Path(conf.datadir),
+            tabledir=Path(conf.tabledir),
+            web_host=conf.web_bind if conf.web_enabled else None,
+            web_port=int(conf.web_port),
+            changelogs=changelogs if conf.store.scheme == "rocksdb" else {},
+        )
+
+
+class Worker(faust.Worker):
+    """The worker of every stage app, whichever command starts it.
+
+    `faust -A pipelines.<stage>:app worker` builds its worker from the app's
+    `conf.Worker`, so the start-up that makes a stage safe lives here and not in the
+    `sluice worker` wrapper: the table directory follows the web port the worker really
+    serves on (or its name), and before any Faust service starts, `startup.prepare`
+    checks the directory, the port, the broker and the topics, and keeps local tables
+    only if they belong to this cluster and stopped cleanly. Every failure, there or
+    while Faust starts, leaves as one line and a non-zero exit code.
+
+    It also drops Faust's progress spinner's logging hook: at `--loglevel warn` or above
+    Faust installs a spinner handler on the root logger and sets the root level to DEBUG,
+    so that every debug message anywhere (aiokafka logs one per record sent) is built and
+    formatted only to turn the spinner. On a busy stage that cost about 6% of the CPU.
     """
+
+    def __init__(self, app: faust.App, *services: Any, **options: Any) -> None:
+        super().__init__(app, *services, **options)
+        self._dir_lock: DirLock | None = None
+        self._startup_failure: BaseException | None = None
+        self._tracebacks = startup.StartupTracebacks()
+        if isinstance(app, StageApp):  # before Faust's banner prints the directory
+            app_id = app.conf.id
+            app.conf.datadir = worker_dir(app.settings, app_id, int(app.conf.web_port))
 
     def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
+
+    def execute_from_commandline(self) -> NoReturn:
+        """Check, then run Faust; any failure on the way is one line and an exit code."""
+        if isinstance(self.app, StageApp):
+            self._setup_logging()  # now, so that the checks log in the worker's format
+            self.override_logging = False
+            self._tracebacks.install()
+            try:
+                self._dir_lock = startup.prepare(self.app.start_plan())
+            except Exception as exc:
+                startup.exit_with(exc, self.stderr)
+        try:
+            super().execute_from_commandline()
+        except SystemExit as stop:
+            failure = self._startup_failure or self.crash_reason
+            if stop.code and failure is not None:
+                startup.exit_with(failure, self.stderr)
+            raise
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except Exception as exc:
+            self._startup_failure = exc
+            raise
+
+    async def on_startup_finished(self) -> None:
+        self._tracebacks.active = False  # running now: errors log with their tracebacks
+        await super().on_startup_finished()
 
 
 def broker_auth(settings: Settings) -> dict[str, Any]:
@@ -133,20 +176,25 @@ def broker_auth(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
-    """A Faust app for `stage`, configured from `settings` only."""
+def make_app(stage: str, settings: Settings, **extra: Any) -> StageApp:
+    """A Faust app for `stage`, configured from `settings` only.
+
+    Nothing here touches the disk or the network: the module that calls this is imported
+    by `faust -A ...` before anything can report a failure well. The worker's start-up
+    (`Worker`) does the checks.
+    """
     app_id = settings.group(APP_IDS[stage])
     port = web_port(stage)
-    datadir = worker_dir(settings, app_id, port)
-    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     # Table writes queue in Faust's producer buffer; at its default of 100 pending records
     # every busy agent stalls on 0.1 s waits. A larger bound keeps memory bounded still.
     ProducerBuffer.max_messages = 5000
-    app = faust.App(
+    app = StageApp(
         app_id,
+        stage=stage,
+        settings=settings,
         broker=settings.faust_broker(),
         store=settings.store,
-        datadir=str(datadir),
+        datadir=str(worker_dir(settings, app_id, port)),  # the worker sets it for its port
         web_port=port,
         web_bind=os.environ.get("SLUICE_WEB_BIND", "127.0.0.1"),
         web_host="127.0.0.1",
@@ -164,6 +212,7 @@ def make_app(stage: str, settings: Settings, **extra: Any) -> faust.App:
         broker_heartbeat_interval=3.0,
         consumer_group_instance_id=settings.group_instance_id,
         Worker=Worker,
+        agent_supervisor=CrashRecordingSupervisor,
         **broker_auth(settings),
         **extra,
     )
@@ -281,15 +330,17 @@ def install_web(
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
+        """200 and status ok while every agent runs; 503 naming the agent and its error
+        once one has crashed (see `pipelines.stages.health`)."""
         assigned = app.consumer.assignment() if app.consumer else set()
-        return web.json(
-            {
-                "status": "ok",
-                "app": app.conf.id,
-                "rebalancing": app.rebalancing,
-                "assigned_partitions": len(assigned),
-            }
-        )
+        base = {
+            "app": app.conf.id,
+            "rebalancing": app.rebalancing,
+            "assigned_partitions": len(assigned),
+        }
+        crashes = app.crashes if isinstance(app, StageApp) else AgentCrashes()
+        body, status = health_body(crashes, base)
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
