@@ -9,6 +9,7 @@ page with canvas charts and no external scripts, so it works on a closed network
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import Counter
@@ -20,10 +21,14 @@ from aiokafka import AIOKafkaConsumer
 
 from pipelines import lag
 from pipelines.catalog import APP_IDS
+from pipelines.errors import RecordError
 from pipelines.httperrors import HttpProblem
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
+from pipelines.stages.schemagate import SchemaGate
+
+log = logging.getLogger(__name__)
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 KEEP_MS = 24 * 3600 * 1000
@@ -46,13 +51,18 @@ class WindowView:
                 group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
             ),
         )
-        serde = serde_for(self.settings)
+        serde = serde_for(self.settings, client_retries=0)
+        gate = SchemaGate(serde, [])  # registry look-ups off the event loop, outages waited out
         try:  # started inside: a worker stopped while it starts still closes it
             await consumer.start()
             async for message in consumer:
+                if gate.blocked(message.value):
+                    await gate.ready(message.value)
                 try:
                     record = serde.decode(message.value or b"", "sluice.analytics.WindowAggregate")
-                except Exception:
+                except RecordError as exc:  # the stage's own output: say so, keep following
+                    log.warning("window view skips %s[%s]@%s: %s", message.topic,
+                                message.partition, message.offset, exc)  # fmt: skip
                     continue
                 self.latest[record["window_key"]] = record
                 self._forget_old()
