@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pipelines.clientdiag import RepeatFilter
+from pipelines.errors import StorageError
 from pipelines.settings import Settings
 
 console = Console(highlight=False)
@@ -23,8 +24,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail_line(message: str) -> None:
-    """Print an error as one `error: ...` line on stderr, never interpreting markup in it."""
-    err_console.print(Text.assemble(("error: ", "bold red"), message))
+    """Print an error as one `error: ...` line on stderr, never interpreting markup in it.
+
+    Lone surrogates (from a user's JSON, say) are escaped, or printing the error about
+    them would itself fail; the message is folded onto one line.
+    """
+    text = " ".join(message.encode("utf-8", "backslashreplace").decode("utf-8").splitlines())
+    err_console.print(Text.assemble(("error: ", "bold red"), text))
 
 
 def note(message: str) -> None:
@@ -84,6 +90,26 @@ def make_settings(bootstrap_servers: str | None = None, **overrides: Any) -> Set
 def kafka_root(settings: Settings, data_dir: Path | None) -> Path:
     """The local cluster's directory: `--data-dir`, else `<data dir>/kafka`."""
     return data_dir if data_dir is not None else settings.data_dir / "kafka"
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse at once an output file that cannot be written, not after a long run.
+
+    Really opens it (appending, so nothing is lost; a new file is removed again), since
+    permission bits say little to root or on a read-only mount. A disk that fills up
+    later still stops the final write: that, too, is one `error:` line.
+    """
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(
+            f"{flag} {path} cannot be written: {reason}; give another path"
+        ) from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def print_json(payload: Any) -> None:

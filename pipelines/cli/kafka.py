@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.acls import apply_acls, grants
 from pipelines.admin import describe_cluster
@@ -163,6 +164,7 @@ def acls(
     local = LocalCluster(kafka_root(settings, data_dir))
     if local.secure and not bootstrap_servers and settings.security.protocol == "PLAINTEXT":
         settings = local.client_settings(ADMIN)
+    describe_cluster(settings)  # one clear line when nobody answers, not one per ACL
     count = apply_acls(settings, prefix)
     console.print(
         f"{count} ACL entries in place for prefix {prefix!r} at {settings.bootstrap_servers}"
@@ -239,7 +241,8 @@ def _show_status(report: dict[str, Any], as_json: bool) -> None:
         print_json(report)
         return
     if not report["up"]:
-        console.print(f"[red]down[/]: {report['error']}")
+        # the answer of a status command, so on stdout: one line, never read as markup
+        console.print(Text.assemble(("down", "red"), f": {report['error']}"), soft_wrap=True)
         return
     table = Table(title=f"Kafka at {report['bootstrap_servers']}", show_header=False)
     table.add_row("cluster id", str(report["cluster_id"]))

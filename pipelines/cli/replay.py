@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import bootstrap_option, console, make_settings, note, print_json
+from pipelines.cli.common import (
+    bootstrap_option,
+    check_writable,
+    console,
+    make_settings,
+    note,
+    print_json,
+)
 from pipelines.progress import progress
 from pipelines.stages.windows import SOURCES
 
@@ -72,6 +79,8 @@ def replay(
         from_ms, to_ms = parse_time(from_), parse_time(to)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if report_file is not None:
+        check_writable(report_file, "--report")
     settings = make_settings(bootstrap_servers)
     names = [t.strip() for t in topics.split(",") if t.strip()]
     the_plan = plan(settings, names, from_ms, to_ms)
