@@ -114,12 +114,28 @@ def read(
     """Yield one row per record: coordinates, key, and the decoded value or the error."""
     logical = settings.logical_topic(topic)
     if topic in by_name():
-        logical, topic = topic, settings.topic(topic)
+        logical = topic
+    reader = by_name()[logical].value_schema if logical in by_name() else None
+    serde = serde_for(settings)
+    for count, msg in enumerate(messages(settings, topic, start, follow=follow), start=1):
+        yield row(msg, serde, reader)
+        if limit is not None and count >= limit:
+            return
+
+
+def messages(
+    settings: Settings, topic: str, start: StartAt, *, follow: bool = False
+) -> Iterator[Message]:
+    """The raw records of `topic` (a catalog name gets the prefix) from `start`.
+
+    Without `follow`, up to each partition's end as it was when reading began. Reads by
+    assignment with a throwaway group that never commits.
+    """
+    if topic in by_name():
+        topic = settings.topic(topic)
     shape = admin.list_topics(settings).get(topic)
     if shape is None:
         raise TopicError(f"unknown topic {topic!r} on {settings.bootstrap_servers}")
-    reader = by_name()[logical].value_schema if logical in by_name() else None
-    serde = serde_for(settings)
     consumer = Consumer(
         settings.confluent(
             **{
@@ -139,7 +155,7 @@ def read(
         if not follow:
             bounds = (resolved_starts(starts, marks), {p: high for p, (_l, high) in marks.items()})
         consumer.assign(starts)
-        yield from _rows(consumer, serde, reader, bounds, limit)
+        yield from _messages(consumer, bounds)
     finally:
         consumer.close()
 
@@ -147,19 +163,12 @@ def read(
 Bounds = tuple[dict[int, int], dict[int, int]]
 
 
-def _rows(
-    consumer: Consumer, serde: Serde, reader: str | None, bounds: Bounds | None, limit: int | None
-) -> Iterator[dict[str, Any]]:
-    count = 0
-    while limit is None or count < limit:
+def _messages(consumer: Consumer, bounds: Bounds | None) -> Iterator[Message]:
+    while True:
         batch = consumer.consume(500, timeout=0.5)
         for msg in batch:
-            if msg.error() is not None:
-                continue
-            yield row(msg, serde, reader)
-            count += 1
-            if limit is not None and count >= limit:
-                return
+            if msg.error() is None:
+                yield msg
         if bounds is not None and not batch and _caught_up(consumer, *bounds):
             return
 
@@ -187,9 +196,9 @@ def row(msg: Message, serde: Serde, reader: str | None) -> dict[str, Any]:
         "timestamp": msg.timestamp()[1],
         "key": _text(key),
     }
-    headers = msg.headers()
+    headers = header_items(msg)
     if headers:
-        out["headers"] = {name: _text(data) for name, data in list(headers)}
+        out["headers"] = {name: _text(data) for name, data in headers}
     if value is None:
         out["value"] = None
         return out
@@ -200,6 +209,14 @@ def row(msg: Message, serde: Serde, reader: str | None) -> dict[str, Any]:
         out["error"] = f"undecodable: {exc}"
         out["raw_base64"] = base64.b64encode(value[:256]).decode()
     return out
+
+
+def header_items(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A record's headers as (name, value) pairs (the client returns a list of them)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 def _text(data: bytes | str | None) -> str | None:
