@@ -164,13 +164,16 @@ Bounds = tuple[dict[int, int], dict[int, int]]
 
 
 def _messages(consumer: Consumer, bounds: Bounds | None) -> Iterator[Message]:
-    while True:
-        batch = consumer.consume(500, timeout=0.5)
-        for msg in batch:
+    """Records as they come; with `bounds`, until every partition reached its end.
+
+    Checked before each fetch, so an empty or fully read topic costs no wait, and
+    short waits (a fetch returns at its timeout unless 500 records arrived).
+    """
+    wait = 0.5 if bounds is None else 0.1
+    while bounds is None or not _caught_up(consumer, *bounds):
+        for msg in consumer.consume(500, timeout=wait):
             if msg.error() is None:
                 yield msg
-        if bounds is not None and not batch and _caught_up(consumer, *bounds):
-            return
 
 
 def _caught_up(consumer: Consumer, starts: dict[int, int], ends: dict[int, int]) -> bool:

@@ -141,8 +141,10 @@ class LagReader:
     def report(self) -> GroupReport:
         """The group's state and its rows as `kafka-consumer-groups --describe` has them."""
         try:
-            state, members = self.describe()
+            # offsets first: on a fresh cluster the consumer's coordinator lookup brings
+            # the offsets topic up in a second or two, where the admin's waits it out
             committed = self._committed(_partitions(self._admin, None, self.timeout))
+            state, members = self.describe()
             wanted = set(committed) | set(members)
             return GroupReport(self.group, state, self._rows(wanted, committed, members))
         except KafkaException as exc:

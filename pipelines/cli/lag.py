@@ -172,14 +172,15 @@ def _show(reports: list[lag_mod.GroupReport], states: list[dict[str, Any]]) -> N
             )
     console.print(table)
     for report in reports:
-        console.print(_total_line(report))
+        console.print(_total_line(report), soft_wrap=True)
     for state in states:
         paused = ", ".join(state["paused_partitions"]) or "none"
         console.print(
             f"controller {state['stage']} ({state['worker']}): "
             f"{'PAUSED' if state['paused'] else 'running'}, watching "
             f"{state['watching']} lag {state['lag']} (high {state['high']}, "
-            f"low {state['low']}), paused partitions: {paused}"
+            f"low {state['low']}), paused partitions: {paused}",
+            soft_wrap=True,
         )
 
 
