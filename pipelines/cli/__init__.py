@@ -44,6 +44,11 @@ def cli(verbose: int) -> None:
       sluice kafka up          start a local Apache Kafka (KRaft) on 127.0.0.1:9092
       sluice topics create     create every pipeline topic from the catalog
       sluice demo              run the main job end to end and print a summary
+
+    Every setting can come from the environment (KAFKA_BOOTSTRAP_SERVERS,
+    SLUICE_TOPIC_PREFIX, SLUICE_BACKPRESSURE__HIGH, ...): `sluice config` lists them
+    all. Errors are one `error:` line; exit 2 for bad flags or settings, 1 for any
+    other failure, 130 on Ctrl-C; -vv adds the debug log with tracebacks.
     """
     configure_logging(verbose)
 

@@ -31,6 +31,13 @@ from pipelines.localkafka.secure import ADMIN, CLIENTS
 def kafka() -> None:
     """Run a local Apache Kafka (KRaft, from Maven) or inspect a cluster.
 
+    \b
+    Examples:
+      sluice kafka up                   one broker+controller on 127.0.0.1:9092
+      sluice kafka up --brokers 3       a three-node quorum, for fault tests
+      sluice kafka status --json        exit 1 when nobody answers
+      sluice kafka down --purge         stop, and delete data and logs
+
     The broker's jars come from deploy/local/pom.xml through Maven (Java 17+ and Maven
     are needed; the first `up` downloads the jars, later ones start in seconds).
     """

@@ -69,7 +69,7 @@ def lag(
     Examples:
       sluice lag                              every stage's group (SLUICE_TOPIC_PREFIX applies)
       sluice lag -g sluice-orders --json      one group, rows as JSON
-      sluice lag -g demo-1a2b3c.sluice-orders the physical name works too
+      sluice lag -g demo-1.sluice-orders      the physical name works too
       sluice lag --watch --interval 2         refresh until Ctrl-C
 
     \b

@@ -67,6 +67,11 @@ def replay(
 ) -> None:
     """Recompute analytics windows from TOPICS between --from and --to.
 
+    \b
+    Examples:
+      sluice replay --from 2026-11-28T10:00 --to 2026-11-28T11:00 --report windows.json
+      sluice replay --from 1795000000000 --to 1795003600000 --json
+
     The same aggregation code as the live stage, in fresh in-memory state: no consumer
     group moves, nothing is written to live topics or tables, no notification is sent.
     Windows equal those the live stage produced for the range. Exit codes: 0 done (an
