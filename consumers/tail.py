@@ -27,6 +27,7 @@ from confluent_kafka import (
 from pipelines import admin
 from pipelines.catalog import by_name
 from pipelines.errors import BrokerUnavailable, RecordError, RecordRef, TopicError
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 
@@ -232,18 +233,26 @@ def _text(data: bytes | str | None) -> str | None:
 
 
 def parse_time(text: str) -> int:
-    """An ISO-8601 time (naive means UTC) or epoch milliseconds, as epoch milliseconds."""
+    """An ISO-8601 time (naive means UTC) or epoch milliseconds, as epoch milliseconds.
+
+    Only times Kafka and the event-time range can hold (1970 to 9999): a larger number
+    would overflow the client's 64-bit offset lookup after the broker was contacted.
+    """
     from datetime import UTC, datetime
 
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    if text.isascii() and text.isdigit():
+        ms = int(text)
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    if not MIN_EVENT_MS <= ms <= MAX_EVENT_MS:
+        raise ValueError(f"{text!r} is outside 1970-01-01T00:00Z..9999-12-31T23:59:59.999Z")
+    return ms
 
 
 def now_ms() -> int:

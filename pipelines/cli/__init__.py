@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from pipelines.cli.common import configure_logging, err_console, fail_line
+from pipelines.cli.common import configure_logging, err_console, fail_line, refuse_non_finite
 from pipelines.cli.config import config
 from pipelines.cli.consume import consume
 from pipelines.cli.demo import demo
@@ -66,6 +66,7 @@ cli.add_command(replay)
 cli.add_command(lag)
 cli.add_command(config)
 cli.add_command(serve)
+refuse_non_finite(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,10 +109,23 @@ def _exit_code(exc: BaseException, argv: list[str] | None) -> int:
     if isinstance(exc, BrokenPipeError):  # click handles it inside a command; this is the rest
         _silence_stdout()
         return 1
-    line, code = explain(exc)
+    line, code = _kafka_problem(exc) or explain(exc)
     log.debug("sluice %s failed", " ".join(argv or sys.argv[1:]), exc_info=exc)
     fail_line(line)
     return code
+
+
+def _kafka_problem(exc: Exception) -> tuple[str, int] | None:
+    """A Kafka client's own refusal in its own words: a configuration it rejects (a CA
+    file it cannot read, say) is a settings problem (2), anything else a failure (1)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if not isinstance(error, KafkaError):
+        return None
+    if error.code() in (KafkaError._INVALID_ARG, KafkaError._INVALID_TYPE):
+        return f"the Kafka client refused its settings: {error.str()}", 2
+    return f"Kafka: {error.str()}", 1
 
 
 def _silence_stdout() -> None:

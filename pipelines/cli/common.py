@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,39 @@ def fail_line(message: str) -> None:
     """
     text = " ".join(message.encode("utf-8", "backslashreplace").decode("utf-8").splitlines())
     err_console.print(Text.assemble(("error: ", "bold red"), text))
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that refuses `nan` and `inf`: click's range checks let both through
+    (`nan < 0` is false), and a rate or timeout of either never ends well."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        if not math.isfinite(converted):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return converted
+
+
+def refuse_non_finite(group: click.Group) -> None:
+    """Make every float parameter under `group` a `FiniteFloatRange`, bounds kept.
+
+    Done once over the whole command tree, so a command added later is covered too.
+    """
+    for command in group.commands.values():
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, FiniteFloatRange) or not isinstance(
+                kind, click.types.FloatParamType
+            ):
+                continue
+            if isinstance(kind, click.FloatRange):
+                param.type = FiniteFloatRange(
+                    kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp
+                )
+            else:
+                param.type = FiniteFloatRange()
+        if isinstance(command, click.Group):
+            refuse_non_finite(command)
 
 
 def note(message: str) -> None:

@@ -80,10 +80,13 @@ def replay(
     from consumers.replay import plan, run, write_output
     from consumers.tail import parse_time
 
-    try:
-        from_ms, to_ms = parse_time(from_), parse_time(to)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    times = {}
+    for flag, text in (("--from", from_), ("--to", to)):
+        try:
+            times[flag] = parse_time(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from None
+    from_ms, to_ms = times["--from"], times["--to"]
     if report_file is not None:
         check_writable(report_file, "--report")
     settings = make_settings(bootstrap_servers)

@@ -69,14 +69,17 @@ def _rejects(param: click.Parameter, value: str = "zz") -> bool:
     return False
 
 
-def _typed_options() -> list[tuple[Path_, click.Option]]:
-    return [
-        (path, param)
-        for path, command in COMMANDS.items()
-        for param in command.params
-        if isinstance(param, click.Option) and not param.is_flag and not param.count
-        if _rejects(param)
-    ]
+def _typed_options() -> list[tuple[Path_, click.Option, str]]:
+    """(command, option, garbage) for every option whose type can refuse garbage; float
+    options also get `nan` and `inf`, which click's own range checks let through."""
+    cases = []
+    for path, command in COMMANDS.items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.count:
+                continue
+            floats = isinstance(param.type, click.types.FloatParamType)
+            cases += [(path, param, v) for v in ("zz", "nan", "inf")[: 3 if floats else 1]]
+    return [(path, param, value) for path, param, value in cases if _rejects(param, value)]
 
 
 def _env_options() -> list[tuple[Path_, click.Option]]:
@@ -130,16 +133,18 @@ def test_the_walk_finds_every_subcommand() -> None:
     assert LEAVES.keys() >= NO_SETTINGS | SERVES_FOREVER
 
 
-@pytest.mark.parametrize(
-    ("path", "option"),
-    _typed_options(),
-    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v.name,
-)
+def _case_id(value: object) -> str:
+    if isinstance(value, tuple):
+        return " ".join(value)
+    return value.name or "" if isinstance(value, click.Parameter) else str(value)
+
+
+@pytest.mark.parametrize(("path", "option", "value"), _typed_options(), ids=_case_id)
 def test_a_bad_flag_value_is_a_usage_error(
-    path: Path_, option: click.Option, capsys: pytest.CaptureFixture[str]
+    path: Path_, option: click.Option, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     command = COMMANDS[path]
-    code = run([*path, *_minimal(command), option.opts[0], "zz"])
+    code = run([*path, *_minimal(command), option.opts[0], value])
     out, err = capsys.readouterr()
     assert code == 2
     assert "Error: Invalid value for" in err
@@ -147,11 +152,7 @@ def test_a_bad_flag_value_is_a_usage_error(
     _no_traceback(out, err)
 
 
-@pytest.mark.parametrize(
-    ("path", "option"),
-    _env_options(),
-    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v.name,
-)
+@pytest.mark.parametrize(("path", "option"), _env_options(), ids=_case_id)
 def test_garbage_in_an_env_fallback_is_a_usage_error(
     path: Path_,
     option: click.Option,
@@ -202,6 +203,49 @@ def test_an_unreachable_broker_is_one_line_exit_1_and_quick(
     assert len(failures) == 1, out + err  # `kafka status` answers "down: why" on stdout
     assert f"no Kafka broker answered at {UNREACHABLE}" in failures[0]
     assert elapsed < 20, f"took {elapsed:.0f}s to say the broker is unreachable"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["consume", "orders.placed", "--from-time", "99999999999999999999999"],
+        ["consume", "orders.placed", "--from-time", "1969-12-31"],
+        ["replay", "--from", "0", "--to", "99999999999999999999999"],
+        ["dlq", "redrive", "--since", "yesterday"],
+    ],
+    ids=" ".join,
+)
+def test_times_only_the_command_can_check_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beyond 64 bits, a time used to overflow the client's offset lookup mid-command."""
+    assert run(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Error: Invalid value for" in err
+    _no_traceback(out, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["topics", "list"], ["consume", "orders.placed"], ["lag"], ["produce", "inventory"]],
+    ids=" ".join,
+)
+def test_settings_the_kafka_client_refuses_are_one_line_exit_2(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    not_a_certificate = tmp_path / "ca.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    monkeypatch.setenv("SLUICE_SECURITY__PROTOCOL", "SSL")
+    monkeypatch.setenv("SLUICE_SECURITY__CA_FILE", str(not_a_certificate))
+    assert run(argv) == 2
+    out, err = capsys.readouterr()
+    _no_traceback(out, err)
+    assert _error_lines(err) == [err.strip()]
+    assert err.startswith("error: the Kafka client refused its settings:")
+    assert "ssl.ca.location" in err
 
 
 def test_the_produce_loader_with_an_unreachable_broker(
