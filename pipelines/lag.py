@@ -105,8 +105,8 @@ class LagReader:
     """Reads one group's lag; keep it open to poll (one client, not one per poll)."""
 
     def __init__(self, settings: Settings, group: str, timeout: float = 10.0) -> None:
-        if not group:
-            raise ValueError("a consumer group name cannot be empty")
+        if not group or any(ord(ch) < 32 for ch in group):  # librdkafka aborts on these
+            raise ValueError(f"not a usable consumer group name: {group!r}")
         self.settings, self.group, self.timeout = settings, group, timeout
         self._admin = admin_client(settings)
         quiet, _failures = quiet_logger("sluice.kafka.lag")

@@ -22,11 +22,16 @@ class UnknownGroup(SluiceError):
     """A consumer group asked for by name that Kafka does not know."""
 
 
-def _nonempty(
+def _group_names(
     ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 ) -> tuple[str, ...]:
-    if any(not name.strip() for name in value):
-        raise click.BadParameter("a group name cannot be empty")
+    """Refuse names librdkafka cannot take: it aborts the process on an empty group id
+    (a NUL character makes one, as C strings end there)."""
+    for name in value:
+        if not name.strip():
+            raise click.BadParameter("a group name cannot be empty")
+        if any(ord(ch) < 32 for ch in name):
+            raise click.BadParameter(f"{name!r} holds a control character")
     return value
 
 
@@ -36,7 +41,7 @@ def _nonempty(
     "-g",
     "groups",
     multiple=True,
-    callback=_nonempty,
+    callback=_group_names,
     help="Consumer group (repeatable); the topic prefix is added when the group exists "
     "under it, as `sluice consume` does for topics.  [default: every stage's group]",
 )
@@ -107,8 +112,14 @@ def _reports(settings: Settings, names: list[str], explicit: bool) -> list[lag_m
     for name in names:
         report = resolve(settings, name)
         (found if report.exists else missing).append(report)
-    if missing and (explicit or not found):
+    if missing and explicit:
         raise UnknownGroup("; ".join(_missing(settings, r.group) for r in missing))
+    if not found:
+        raise UnknownGroup(
+            f"no stage has a consumer group at {settings.bootstrap_servers} yet "
+            f"({', '.join(names)}): start a worker (`sluice worker orders`), or name a "
+            "group with --group"
+        )
     for report in missing:
         note(f"{_missing(settings, report.group)} (skipped)")
     return found

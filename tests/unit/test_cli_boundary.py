@@ -344,7 +344,13 @@ def test_ctrl_c_and_a_closed_pipe(
     assert capsys.readouterr().err == ""
 
 
-def test_an_empty_group_name_is_refused_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
-    """librdkafka asserted (SIGABRT) on a consumer whose group id is empty."""
-    assert run(["lag", "--group", ""]) == 2
-    assert "a group name cannot be empty" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("", "a group name cannot be empty"), ("a\x00b", "holds a control character")],
+)
+def test_a_group_name_librdkafka_cannot_take_is_refused_not_a_crash(
+    name: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """librdkafka asserted (SIGABRT) on a consumer whose group id is empty or ends early."""
+    assert run(["lag", "--group", name]) == 2
+    assert reason in capsys.readouterr().err
