@@ -55,3 +55,33 @@ def test_the_list_says_which_letters_cannot_go_back() -> None:
     assert garbage.summary()["undecodable"] == "undecodable: bad magic"
     null = _source_letter(SETTINGS, "orders.dlq", {**row, "value": None, "headers": headers})
     assert null.problem == "a null value"
+
+
+def test_dlq_list_shows_every_dlq_in_one_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import consumers.dlq
+    from pipelines.cli import run
+
+    row = {"partition": 0, "offset": 1, "timestamp": 1_795_000_000_000, "key": "SKU-1"}
+    headers = {"sluice.source.topic": "inventory.reservations", "sluice.error": "[registry] down"}
+    letters = [
+        _source_letter(SETTINGS, "orders.dlq", {**row, "value": {"x": 1}, "headers": headers}),
+        _source_letter(SETTINGS, "analytics.dlq", {**row, "error": "undecodable: bad magic"}),
+    ]
+    asked: list[tuple[str, ...]] = []
+
+    def recent(_settings: Settings, limit: int, dlqs: tuple[str, ...]) -> tuple[list, int]:
+        asked.append(dlqs)
+        return letters, 2
+
+    monkeypatch.setattr(consumers.dlq, "recent", recent)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run(["dlq", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "orders.dlq" in out
+    assert "[registry] down" in out  # a reason is text, never markup
+    assert "not redrivable: undecodable: bad magic" in out
+    assert "2 shown of 2 dead letters" in err
+    assert run(["dlq", "list", "--dlq", "analytics"]) == 0
+    assert asked == [("orders.dlq", "notifications.dlq", "analytics.dlq"), ("analytics.dlq",)]
