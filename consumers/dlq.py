@@ -1,4 +1,8 @@
-"""Dead-lettered notifications: read them back, and redrive them to their channel topic.
+"""Dead letters: list every DLQ, and redrive each kind back where it can be taken again.
+
+`sluice dlq list` shows orders.dlq, notifications.dlq and analytics.dlq together. The
+redrive of orders.dlq and analytics.dlq (each letter back to its source topic) is in
+`consumers.redrive`; this module redrives notifications and adds the reports up.
 
 notifications.dlq holds two kinds of record: tasks the stage gave up on (the last task as
 it was, with headers for the reason, attempts, first and last attempt times, channel and
@@ -10,8 +14,9 @@ with attempt 1 and `not_before` now (a fresh attempt budget), and a `sluice.redr
 header naming the dead letter it came from (`dlq:<partition>:<offset>`). The stage treats
 a new token on a dead-lettered id as a new *generation*: it retracts the old
 DEAD_LETTERED result (a tombstone on notifications.results) and ends the new generation
-in exactly one new result. Redriving the same dead letter again changes nothing (the
-token is already known), and an id that was delivered in the meantime is skipped. Only
+in exactly one new result. A dead letter is redriven once: its token on the channel
+topic (written after the letter) means an earlier redrive sent it, so it is skipped and
+counted; were it sent twice anyway, the stage ignores a token it has already seen. Only
 the most recent dead letter of each id is redriven, so one run opens at most one new
 generation per id. Reading never joins a stage's group or commits.
 """
@@ -27,12 +32,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from consumers.redrive import CLOCK_SLACK_MS, SourceReport, redrive_sources, redriven_tokens
+from consumers.redrive import SOURCES as SOURCE_REDRIVES
 from consumers.tail import StartAt, read
 from pipelines.errors import SluiceError
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 
 TOPIC = "notifications.dlq"
+#: Every DLQ, in the order `sluice dlq list` and `redrive` take them.
+DLQS = ("orders.dlq", TOPIC, "analytics.dlq")
 REQUESTED = "sluice.notifications.NotificationRequested"
 REDRIVE_HEADER = "sluice.redrive"
 TASK_FIELDS = frozenset({"notification_id", "channel", "attempt", "not_before", "created_at"})
@@ -40,7 +49,7 @@ TASK_FIELDS = frozenset({"notification_id", "channel", "attempt", "not_before", 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One record of notifications.dlq, with what its headers say."""
+    """One record of a DLQ, with what its headers say (a task only in notifications.dlq)."""
 
     partition: int
     offset: int
@@ -48,7 +57,8 @@ class DeadLetter:
     key: str | None
     headers: dict[str, str]
     task: dict[str, Any] | None  # None when the record is not a readable task
-    problem: str | None = None  # why it is not a task (undecodable, or another schema)
+    problem: str | None = None  # why it cannot be redriven (undecodable, another schema)
+    dlq: str = TOPIC
 
     @property
     def token(self) -> str:
@@ -64,40 +74,51 @@ class DeadLetter:
         channel = self.headers.get("sluice.channel")
         return channel or (str(self.task["channel"]) if self.task else None)
 
+    def _id(self) -> str | None:
+        """An undecodable notification's key is the best guess at its id."""
+        return self.key if self.dlq == TOPIC else None
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready view for `sluice dlq list`."""
         h = self.headers
         return {
+            "dlq": self.dlq,
             "partition": self.partition,
             "offset": self.offset,
             "dead_lettered_at": _int(h.get("sluice.failed_at")) or self.timestamp,
-            "notification_id": self.task["notification_id"] if self.task else self.key,
+            "key": self.key,
+            "notification_id": self.task["notification_id"] if self.task else self._id(),
             "channel": self.channel,
             "attempts": _int(h.get("sluice.attempts")),
             "first_attempt_at": _int(h.get("sluice.first_attempt_at")),
             "last_attempt_at": _int(h.get("sluice.last_attempt_at")),
             "reason": self.reason,
             "source": _source(h),
-            "redrivable": self.task is not None,
+            "redrivable": self.problem is None,
             "undecodable": self.problem,
         }
 
 
-def dead_letters(settings: Settings, start: StartAt | None = None) -> Iterator[DeadLetter]:
-    """Every dead letter from `start` (default: the oldest retained) to the current end."""
-    for row in read(settings, TOPIC, start or StartAt("beginning")):
-        yield _letter(row)
+def dead_letters(
+    settings: Settings, start: StartAt | None = None, dlq: str = TOPIC
+) -> Iterator[DeadLetter]:
+    """Every dead letter of `dlq` from `start` (default: the oldest retained) to the end."""
+    for row in read(settings, dlq, start or StartAt("beginning")):
+        yield _letter(row) if dlq == TOPIC else _source_letter(settings, dlq, row)
 
 
-def recent(settings: Settings, limit: int) -> tuple[list[DeadLetter], int]:
-    """The `limit` most recently dead-lettered (oldest first), and how many there are."""
+def recent(
+    settings: Settings, limit: int, dlqs: tuple[str, ...] = DLQS
+) -> tuple[list[DeadLetter], int]:
+    """The `limit` most recently dead-lettered of `dlqs` (oldest first), and how many."""
     total = 0
 
     def counted() -> Iterator[DeadLetter]:
         nonlocal total
-        for letter in dead_letters(settings):
-            total += 1
-            yield letter
+        for dlq in dlqs:
+            for letter in dead_letters(settings, dlq=dlq):
+                total += 1
+                yield letter
 
     newest = heapq.nlargest(limit, counted(), key=lambda letter: letter.timestamp)
     return newest[::-1], total
@@ -105,25 +126,50 @@ def recent(settings: Settings, limit: int) -> tuple[list[DeadLetter], int]:
 
 @dataclass
 class RedriveReport:
-    """What a redrive did: re-queued per channel, and what it left alone and why."""
+    """What a redrive did: re-queued per channel and source, what it left alone and why."""
 
     requeued: collections.Counter[str] = field(default_factory=collections.Counter)
     undecodable: int = 0
     filtered: int = 0
     superseded: int = 0
+    already_redriven: int = 0
+    sources: SourceReport = field(default_factory=SourceReport)
 
     @property
     def total(self) -> int:
-        return sum(self.requeued.values())
+        return sum(self.requeued.values()) + sum(self.sources.requeued.values())
+
+    @property
+    def skipped(self) -> int:
+        return self.already_redriven + self.sources.already_redriven
 
     def as_json(self) -> dict[str, Any]:
         return {
             "requeued": self.total,
             "by_channel": dict(self.requeued),
-            "skipped_undecodable": self.undecodable,
+            "by_source_topic": dict(self.sources.requeued),
+            "skipped_already_redriven": self.skipped,
+            "skipped_undecodable": self.undecodable + self.sources.undecodable,
+            "skipped_unknown_source": self.sources.unknown_source,
             "skipped_other_channel": self.filtered,
             "superseded": self.superseded,
         }
+
+
+def redrive_all(
+    settings: Settings,
+    dlqs: tuple[str, ...] = DLQS,
+    *,
+    channel: str | None = None,
+    since_ms: int | None = None,
+) -> RedriveReport:
+    """Redrive every DLQ in `dlqs` (notifications to their channel, others to their source)."""
+    report = redrive(settings, channel=channel, since_ms=since_ms) if TOPIC in dlqs else None
+    report = report or RedriveReport()
+    for dlq in dlqs:
+        if dlq != TOPIC:
+            report.sources.add(redrive_sources(settings, dlq, since_ms=since_ms))
+    return report
 
 
 def redrive(
@@ -147,14 +193,33 @@ def redrive(
             if nid in latest:
                 report.superseded += 1
             latest[nid] = letter
-    _requeue(settings, list(latest.values()), timeout_s)
-    for letter in latest.values():
+    fresh = _not_yet_redriven(settings, list(latest.values()))
+    report.already_redriven = len(latest) - len(fresh)
+    _requeue(settings, fresh, timeout_s)
+    for letter in fresh:
         report.requeued[str(letter.channel)] += 1
     return report
 
 
+def _not_yet_redriven(settings: Settings, letters: list[DeadLetter]) -> list[DeadLetter]:
+    """Those of `letters` whose token is on no channel topic yet."""
+    if not letters:
+        return []
+    topics = {_channel_topic(letter) for letter in letters}
+    oldest = min(letter.timestamp for letter in letters) - CLOCK_SLACK_MS
+    done = redriven_tokens(settings, topics, oldest)
+    return [letter for letter in letters if letter.token not in done]
+
+
+def _channel_topic(letter: DeadLetter) -> str:
+    assert letter.task is not None
+    return f"notifications.{str(letter.task['channel']).lower()}"
+
+
 def _requeue(settings: Settings, letters: list[DeadLetter], timeout_s: float) -> None:
     """Produce the redriven tasks and wait for every acknowledgement (all or an error)."""
+    if not letters:
+        return
     serde = serde_for(settings)
     failures: list[str] = []
 
@@ -167,7 +232,7 @@ def _requeue(settings: Settings, letters: list[DeadLetter], timeout_s: float) ->
     for letter in letters:
         assert letter.task is not None
         task = {**letter.task, "attempt": 1, "not_before": now, "last_error": letter.reason[:500]}
-        topic = settings.topic(f"notifications.{str(task['channel']).lower()}")
+        topic = settings.topic(_channel_topic(letter))
         value = serde.encode(REQUESTED, task, topic=topic)
         headers: list[tuple[str, str | bytes | None]] = [(REDRIVE_HEADER, letter.token.encode())]
         producer.produce(topic, value, task["notification_id"].encode(), headers=headers)
@@ -175,11 +240,14 @@ def _requeue(settings: Settings, letters: list[DeadLetter], timeout_s: float) ->
     remaining = producer.flush(timeout_s)
     if failures or remaining:
         problem = failures[0] if failures else f"{remaining} not acknowledged in {timeout_s:.0f}s"
-        raise SluiceError(f"redrive incomplete: {len(failures) + remaining} failed ({problem})")
+        raise SluiceError(
+            f"redrive incomplete: {len(failures) + remaining} failed ({problem}); run it "
+            "again: letters already back on their topic are skipped"
+        )
 
 
 def _letter(row: dict[str, Any]) -> DeadLetter:
-    headers = {k: v or "" for k, v in (row.get("headers") or {}).items()}
+    headers = _headers(row)
     value = row.get("value")
     task = value if isinstance(value, dict) and value.keys() >= TASK_FIELDS else None
     problem = None
@@ -196,6 +264,33 @@ def _letter(row: dict[str, Any]) -> DeadLetter:
         task=task,
         problem=problem,
     )
+
+
+def _source_letter(settings: Settings, dlq: str, row: dict[str, Any]) -> DeadLetter:
+    """A letter of orders.dlq or analytics.dlq, as the list shows it."""
+    headers = _headers(row)
+    source = settings.logical_topic(headers.get("sluice.source.topic", ""))
+    problem = None
+    if "error" in row:
+        problem = str(row["error"])
+    elif row.get("value") is None:
+        problem = "a null value"
+    elif source not in SOURCE_REDRIVES[dlq]:
+        problem = f"no source topic {dlq}'s stage reads (header: {source or 'missing'})"
+    return DeadLetter(
+        partition=int(row["partition"]),
+        offset=int(row["offset"]),
+        timestamp=int(row["timestamp"]),
+        key=row.get("key"),
+        headers=headers,
+        task=None,
+        problem=problem,
+        dlq=dlq,
+    )
+
+
+def _headers(row: dict[str, Any]) -> dict[str, str]:
+    return {k: v or "" for k, v in (row.get("headers") or {}).items()}
 
 
 def _source(headers: dict[str, str]) -> str | None:

@@ -27,6 +27,7 @@ from confluent_kafka import (
 from pipelines import admin
 from pipelines.catalog import by_name
 from pipelines.errors import BrokerUnavailable, RecordError, RecordRef, TopicError
+from pipelines.eventtime import MAX_EVENT_MS, MIN_EVENT_MS
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 
@@ -114,12 +115,28 @@ def read(
     """Yield one row per record: coordinates, key, and the decoded value or the error."""
     logical = settings.logical_topic(topic)
     if topic in by_name():
-        logical, topic = topic, settings.topic(topic)
+        logical = topic
+    reader = by_name()[logical].value_schema if logical in by_name() else None
+    serde = serde_for(settings)
+    for count, msg in enumerate(messages(settings, topic, start, follow=follow), start=1):
+        yield row(msg, serde, reader)
+        if limit is not None and count >= limit:
+            return
+
+
+def messages(
+    settings: Settings, topic: str, start: StartAt, *, follow: bool = False
+) -> Iterator[Message]:
+    """The raw records of `topic` (a catalog name gets the prefix) from `start`.
+
+    Without `follow`, up to each partition's end as it was when reading began. Reads by
+    assignment with a throwaway group that never commits.
+    """
+    if topic in by_name():
+        topic = settings.topic(topic)
     shape = admin.list_topics(settings).get(topic)
     if shape is None:
         raise TopicError(f"unknown topic {topic!r} on {settings.bootstrap_servers}")
-    reader = by_name()[logical].value_schema if logical in by_name() else None
-    serde = serde_for(settings)
     consumer = Consumer(
         settings.confluent(
             **{
@@ -139,7 +156,7 @@ def read(
         if not follow:
             bounds = (resolved_starts(starts, marks), {p: high for p, (_l, high) in marks.items()})
         consumer.assign(starts)
-        yield from _rows(consumer, serde, reader, bounds, limit)
+        yield from _messages(consumer, bounds)
     finally:
         consumer.close()
 
@@ -147,21 +164,17 @@ def read(
 Bounds = tuple[dict[int, int], dict[int, int]]
 
 
-def _rows(
-    consumer: Consumer, serde: Serde, reader: str | None, bounds: Bounds | None, limit: int | None
-) -> Iterator[dict[str, Any]]:
-    count = 0
-    while limit is None or count < limit:
-        batch = consumer.consume(500, timeout=0.5)
-        for msg in batch:
-            if msg.error() is not None:
-                continue
-            yield row(msg, serde, reader)
-            count += 1
-            if limit is not None and count >= limit:
-                return
-        if bounds is not None and not batch and _caught_up(consumer, *bounds):
-            return
+def _messages(consumer: Consumer, bounds: Bounds | None) -> Iterator[Message]:
+    """Records as they come; with `bounds`, until every partition reached its end.
+
+    Checked before each fetch, so an empty or fully read topic costs no wait, and
+    short waits (a fetch returns at its timeout unless 500 records arrived).
+    """
+    wait = 0.5 if bounds is None else 0.1
+    while bounds is None or not _caught_up(consumer, *bounds):
+        for msg in consumer.consume(500, timeout=wait):
+            if msg.error() is None:
+                yield msg
 
 
 def _caught_up(consumer: Consumer, starts: dict[int, int], ends: dict[int, int]) -> bool:
@@ -187,9 +200,9 @@ def row(msg: Message, serde: Serde, reader: str | None) -> dict[str, Any]:
         "timestamp": msg.timestamp()[1],
         "key": _text(key),
     }
-    headers = msg.headers()
+    headers = header_items(msg)
     if headers:
-        out["headers"] = {name: _text(data) for name, data in list(headers)}
+        out["headers"] = {name: _text(data) for name, data in headers}
     if value is None:
         out["value"] = None
         return out
@@ -202,6 +215,14 @@ def row(msg: Message, serde: Serde, reader: str | None) -> dict[str, Any]:
     return out
 
 
+def header_items(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A record's headers as (name, value) pairs (the client returns a list of them)."""
+    headers = msg.headers()
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
 def _text(data: bytes | str | None) -> str | None:
     if data is None or isinstance(data, str):
         return data
@@ -212,18 +233,26 @@ def _text(data: bytes | str | None) -> str | None:
 
 
 def parse_time(text: str) -> int:
-    """An ISO-8601 time (naive means UTC) or epoch milliseconds, as epoch milliseconds."""
+    """An ISO-8601 time (naive means UTC) or epoch milliseconds, as epoch milliseconds.
+
+    Only times Kafka and the event-time range can hold (1970 to 9999): a larger number
+    would overflow the client's 64-bit offset lookup after the broker was contacted.
+    """
     from datetime import UTC, datetime
 
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    if text.isascii() and text.isdigit():
+        ms = int(text)
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    if not MIN_EVENT_MS <= ms <= MAX_EVENT_MS:
+        raise ValueError(f"{text!r} is outside 1970-01-01T00:00Z..9999-12-31T23:59:59.999Z")
+    return ms
 
 
 def now_ms() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pipelines.clientdiag import RepeatFilter
+from pipelines.errors import StorageError
 from pipelines.settings import Settings
 
 console = Console(highlight=False)
@@ -23,8 +25,46 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail_line(message: str) -> None:
-    """Print an error as one `error: ...` line on stderr, never interpreting markup in it."""
-    err_console.print(Text.assemble(("error: ", "bold red"), message))
+    """Print an error as one `error: ...` line on stderr, never interpreting markup in it.
+
+    Lone surrogates (from a user's JSON, say) are escaped, or printing the error about
+    them would itself fail; the message is folded onto one line.
+    """
+    text = " ".join(message.encode("utf-8", "backslashreplace").decode("utf-8").splitlines())
+    err_console.print(Text.assemble(("error: ", "bold red"), text))
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that refuses `nan` and `inf`: click's range checks let both through
+    (`nan < 0` is false), and a rate or timeout of either never ends well."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        if not math.isfinite(converted):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return converted
+
+
+def refuse_non_finite(group: click.Group) -> None:
+    """Make every float parameter under `group` a `FiniteFloatRange`, bounds kept.
+
+    Done once over the whole command tree, so a command added later is covered too.
+    """
+    for command in group.commands.values():
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, FiniteFloatRange) or not isinstance(
+                kind, click.types.FloatParamType
+            ):
+                continue
+            if isinstance(kind, click.FloatRange):
+                param.type = FiniteFloatRange(
+                    kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp
+                )
+            else:
+                param.type = FiniteFloatRange()
+        if isinstance(command, click.Group):
+            refuse_non_finite(command)
 
 
 def note(message: str) -> None:
@@ -84,6 +124,26 @@ def make_settings(bootstrap_servers: str | None = None, **overrides: Any) -> Set
 def kafka_root(settings: Settings, data_dir: Path | None) -> Path:
     """The local cluster's directory: `--data-dir`, else `<data dir>/kafka`."""
     return data_dir if data_dir is not None else settings.data_dir / "kafka"
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse at once an output file that cannot be written, not after a long run.
+
+    Really opens it (appending, so nothing is lost; a new file is removed again), since
+    permission bits say little to root or on a read-only mount. A disk that fills up
+    later still stops the final write: that, too, is one `error:` line.
+    """
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(
+            f"{flag} {path} cannot be written: {reason}; give another path"
+        ) from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def print_json(payload: Any) -> None:

@@ -39,8 +39,15 @@ def consume(
 ) -> None:
     """Print TOPIC's records decoded by schema, with key, partition, offset and timestamp.
 
-    Never commits offsets and never joins a stage's group. Undecodable records are
-    printed with the reason instead of being skipped.
+    \b
+    Examples:
+      sluice consume orders.placed                         new records, until Ctrl-C
+      sluice consume orders.status --from-beginning -n 20 --json
+      sluice consume orders.dlq --from-time 2026-11-28T10:00
+
+    TOPIC is a catalog name (SLUICE_TOPIC_PREFIX is added) or a physical one. Never
+    commits offsets and never joins a stage's group. Undecodable records are printed
+    with the reason instead of being skipped.
     """
     from consumers.tail import StartAt, parse_time, read
 

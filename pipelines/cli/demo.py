@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from pipelines.cli.common import bootstrap_option, console, make_settings, note
+from pipelines.cli.common import bootstrap_option, check_writable, console, make_settings, note
 from pipelines.demo import DemoOptions, run_demo
 
 
@@ -74,6 +75,8 @@ def demo(
       sluice demo --orders 500 --report out.json
       sluice demo --keep                        # then open the dashboard URL it prints
     """
+    if report_file:
+        check_writable(Path(report_file), "--report")
     settings = make_settings(bootstrap_servers)
     options = DemoOptions(
         orders=orders,

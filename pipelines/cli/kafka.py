@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.acls import apply_acls, grants
 from pipelines.admin import describe_cluster
@@ -29,6 +30,13 @@ from pipelines.localkafka.secure import ADMIN, CLIENTS
 @click.group()
 def kafka() -> None:
     """Run a local Apache Kafka (KRaft, from Maven) or inspect a cluster.
+
+    \b
+    Examples:
+      sluice kafka up                   one broker+controller on 127.0.0.1:9092
+      sluice kafka up --brokers 3       a three-node quorum, for fault tests
+      sluice kafka status --json        exit 1 when nobody answers
+      sluice kafka down --purge         stop, and delete data and logs
 
     The broker's jars come from deploy/local/pom.xml through Maven (Java 17+ and Maven
     are needed; the first `up` downloads the jars, later ones start in seconds).
@@ -163,6 +171,7 @@ def acls(
     local = LocalCluster(kafka_root(settings, data_dir))
     if local.secure and not bootstrap_servers and settings.security.protocol == "PLAINTEXT":
         settings = local.client_settings(ADMIN)
+    describe_cluster(settings)  # one clear line when nobody answers, not one per ACL
     count = apply_acls(settings, prefix)
     console.print(
         f"{count} ACL entries in place for prefix {prefix!r} at {settings.bootstrap_servers}"
@@ -239,7 +248,8 @@ def _show_status(report: dict[str, Any], as_json: bool) -> None:
         print_json(report)
         return
     if not report["up"]:
-        console.print(f"[red]down[/]: {report['error']}")
+        # the answer of a status command, so on stdout: one line, never read as markup
+        console.print(Text.assemble(("down", "red"), f": {report['error']}"), soft_wrap=True)
         return
     table = Table(title=f"Kafka at {report['bootstrap_servers']}", show_header=False)
     table.add_row("cluster id", str(report["cluster_id"]))

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from pipelines.cli.common import (
     bootstrap_option,
     console,
+    err_console,
     fail_line,
     json_option,
     make_settings,
@@ -50,9 +52,17 @@ def produce(
     """Write events into the pipeline with an idempotent producer (acks=all).
 
     \b
-    sluice produce orders --count 10000 --rate 500    synthetic orders
-    sluice produce inventory                          starting stock for every SKU
-    sluice produce -t orders.placed --from-file x.jsonl
+    Examples:
+      sluice produce orders --count 10000 --rate 500      synthetic orders, 500/s
+      sluice produce inventory                            starting stock for every SKU
+      sluice produce -t orders.placed --from-file x.jsonl your own events, all or none
+      sluice produce -t orders.placed --from-file x.jsonl --skip-invalid
+
+    --from-file reads JSON lines (one event per line, in the topic's newest schema) and
+    checks and encodes every line before sending any: each bad line is listed with its
+    number and the fields at fault, and nothing is sent unless all are valid (or
+    --skip-invalid sends the valid ones and lists the skipped line numbers). Exit codes:
+    0 sent, 1 invalid lines or undelivered records, 2 bad flags or settings.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -66,13 +76,16 @@ def produce(
             settings, topic, from_file, skip_invalid=skip_invalid, reporter=reporter
         )
     for number, reason in loaded.problems:
-        fail_line(f"{from_file}:{number}: {reason}")
+        err_console.print(
+            Text(f"{'skipped ' if skip_invalid else ''}{from_file}:{number}: {reason}")
+        )
     if stats is None:
         raise InvalidInput(
             f"{len(loaded.problems)} invalid line(s) in {from_file}; nothing was sent "
             "(fix them, or pass --skip-invalid to send the valid ones)"
         )
-    _finish(stats, as_json, extra={"skipped_invalid": len(loaded.problems)})
+    skipped = [number for number, _reason in loaded.problems]
+    _finish(stats, as_json, extra={"skipped_invalid": len(skipped), "skipped_lines": skipped})
 
 
 @produce.command()
@@ -169,13 +182,17 @@ def orders(
 
 
 def _finish(stats: SendStats, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    """Print the summary; exit 1 if anything failed to deliver."""
+    """Print the summary; exit 1 if anything failed to deliver.
+
+    Lists in `extra` (skipped line numbers) go to JSON only: a human already saw each
+    skipped line on stderr.
+    """
     summary = {**stats.summary(), **(extra or {})}
     if as_json:
         print_json(summary)
     else:
         for key, value in summary.items():
-            if key != "errors" or value:
+            if (key != "errors" or value) and not isinstance(value, list):
                 console.print(f"{key:>16}: {value}")
     if stats.failed:
         reason, times = max(stats.errors.items(), key=lambda item: item[1], default=("?", 0))

@@ -37,7 +37,13 @@ def _regex(ctx: click.Context, param: click.Parameter, value: str | None) -> re.
 
 @click.group()
 def providers() -> None:
-    """Local SMTP and HTTP (SMS, push) providers on 127.0.0.1 that record what they get."""
+    """Local SMTP and HTTP (SMS, push) providers on 127.0.0.1 that record what they get.
+
+    \b
+    Examples:
+      sluice providers up                                  SMTP :8025, HTTP :8026
+      sluice providers up --failure-rate 0.3 --latency-ms 50   some sends fail: retries
+    """
 
 
 @providers.command()

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import bootstrap_option, console, make_settings, note, print_json
+from pipelines.cli.common import (
+    bootstrap_option,
+    check_writable,
+    console,
+    make_settings,
+    note,
+    print_json,
+)
 from pipelines.progress import progress
 from pipelines.stages.windows import SOURCES
 
@@ -60,6 +67,11 @@ def replay(
 ) -> None:
     """Recompute analytics windows from TOPICS between --from and --to.
 
+    \b
+    Examples:
+      sluice replay --from 2026-11-28T10:00 --to 2026-11-28T11:00 --report windows.json
+      sluice replay --from 1795000000000 --to 1795003600000 --json
+
     The same aggregation code as the live stage, in fresh in-memory state: no consumer
     group moves, nothing is written to live topics or tables, no notification is sent.
     Windows equal those the live stage produced for the range. Exit codes: 0 done (an
@@ -68,10 +80,15 @@ def replay(
     from consumers.replay import plan, run, write_output
     from consumers.tail import parse_time
 
-    try:
-        from_ms, to_ms = parse_time(from_), parse_time(to)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    times = {}
+    for flag, text in (("--from", from_), ("--to", to)):
+        try:
+            times[flag] = parse_time(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from None
+    from_ms, to_ms = times["--from"], times["--to"]
+    if report_file is not None:
+        check_writable(report_file, "--report")
     settings = make_settings(bootstrap_servers)
     names = [t.strip() for t in topics.split(",") if t.strip()]
     the_plan = plan(settings, names, from_ms, to_ms)

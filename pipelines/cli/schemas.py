@@ -21,7 +21,13 @@ schemas_dir_option = click.option(
 
 @click.group()
 def schemas() -> None:
-    """Avro schemas: every version kept, each FULL compatible with the one before."""
+    """Avro schemas: every version kept, each FULL compatible with the one before.
+
+    \b
+    Examples:
+      sluice schemas check                after adding schemas/<Name>.v<N+1>.avsc
+      sluice schemas list --json          versions and single-object fingerprints
+    """
 
 
 @schemas.command()

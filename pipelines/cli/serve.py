@@ -36,7 +36,13 @@ def _option(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
 
 @click.group()
 def serve() -> None:
-    """Serve Sluice over HTTP."""
+    """Serve Sluice over HTTP.
+
+    \b
+    Examples:
+      sluice serve intake --port 8080
+      SLUICE_INTAKE_OVERLOAD=queue sluice serve intake   every option has an env var
+    """
 
 
 @serve.command()

@@ -12,7 +12,17 @@ from pipelines.cli.common import bootstrap_option, console, json_option, make_se
 
 @click.group()
 def topics() -> None:
-    """Create and inspect the pipeline's topics (declared once in pipelines/catalog.py)."""
+    """Create and inspect the pipeline's topics (declared once in pipelines/catalog.py).
+
+    \b
+    Examples:
+      sluice topics create                         every catalog topic, 6 partitions each
+      SLUICE_TOPIC_PREFIX=demo-1. sluice topics create   a second pipeline on one cluster
+      sluice topics list --json
+
+    The prefix (SLUICE_TOPIC_PREFIX) and the connection (KAFKA_BOOTSTRAP_SERVERS,
+    SLUICE_SECURITY__*) come from the environment; `sluice config` lists every setting.
+    """
 
 
 @topics.command()

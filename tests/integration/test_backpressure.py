@@ -22,8 +22,11 @@ from producers.throttle import throttle_for
 from tests.support import pipeline
 
 
-def _kafka_tool_lag(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """What Kafka's own kafka-consumer-groups --describe prints, per topic and partition."""
+def _kafka_tool(bootstrap: str, group: str) -> tuple[dict[tuple[str, int], Row], str]:
+    """What Kafka's own kafka-consumer-groups --describe prints: rows and its full output.
+
+    A row is (lag, consumer id), None where the tool prints "-" (no commit, no member).
+    """
     classpath = jars.classpath(jars.local_dir() / "pom.xml")
     out = subprocess.run(
         [
@@ -46,19 +49,32 @@ def _kafka_tool_lag(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     rows = {}
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) >= 6 and parts[0] == group:
-            rows[(parts[1], int(parts[2]))] = int(parts[5])
-    return rows
+        if len(parts) >= 7 and parts[0] == group:
+            lag = None if parts[5] == "-" else int(parts[5])
+            rows[(parts[1], int(parts[2]))] = (lag, None if parts[6] == "-" else parts[6])
+    return rows, out
+
+
+Row = tuple[int | None, str | None]
+
+
+def _ours(capsys: pytest.CaptureFixture[str]) -> dict[tuple[str, int], Row]:
+    rows = json.loads(capsys.readouterr().out)
+    return {(r["topic"], r["partition"]): (r["lag"], r["consumer_id"]) for r in rows}
+
+
+def _fill(settings: Settings, topic: str, count: int) -> None:
+    producer = Producer(settings.confluent_producer())
+    for i in range(count):
+        producer.produce(topic, key=f"k{i}".encode(), value=b"x")
+    producer.flush(10)
 
 
 def test_lag_matches_kafkas_consumer_groups_tool(
     settings: Settings, topic_factory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = topic_factory("lag", partitions=3)
-    producer = Producer(settings.confluent_producer())
-    for i in range(300):
-        producer.produce(topic, key=f"k{i}".encode(), value=b"x")
-    producer.flush(10)
+    _fill(settings, topic, 300)
     group = f"lagcheck-{topic}"
     consumer = Consumer(
         settings.confluent(
@@ -72,10 +88,59 @@ def test_lag_matches_kafkas_consumer_groups_tool(
     consumer.commit(asynchronous=False)
     consumer.close()
     assert run(["lag", "--group", group, "--json", "-b", settings.bootstrap_servers]) == 0
-    ours = {(r["topic"], r["partition"]): r["lag"] for r in json.loads(capsys.readouterr().out)}
-    theirs = _kafka_tool_lag(settings.bootstrap_servers, group)
+    ours = _ours(capsys)
+    theirs, _ = _kafka_tool(settings.bootstrap_servers, group)
     assert ours == theirs
-    assert any(ours.values())  # a real, non-trivial comparison
+    assert any(lag for lag, _member in ours.values())  # a real, non-trivial comparison
+
+
+def test_lag_of_an_active_group_with_uncommitted_partitions_matches_kafkas_tool(
+    settings: Settings,
+    topic_factory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A live member holds three partitions and has committed on one: Kafka's tool lists
+    all three (two with "-"), and so must `sluice lag`; the group is found by its name
+    under the topic prefix, as `sluice consume` finds topics; a missing group is exit 1."""
+    topic = topic_factory("active", partitions=3)
+    _fill(settings, topic, 90)
+    prefix = "lagpfx."
+    group = f"{prefix}active-{topic}"
+    member = Consumer(
+        settings.confluent(
+            **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )
+    )
+    try:
+        member.subscribe([topic])
+        first = None
+        deadline = time.monotonic() + 30
+        while first is None or len(member.assignment()) < 3:
+            assert time.monotonic() < deadline, "the member never got its partitions"
+            msg = member.poll(0.5)
+            if first is None and msg is not None and msg.error() is None:
+                first = msg
+        member.commit(message=first, asynchronous=False)  # one partition committed, two not
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+        monkeypatch.setenv("SLUICE_TOPIC_PREFIX", prefix)
+        unprefixed = group.removeprefix(prefix)
+        assert run(["lag", "--group", unprefixed, "--json"]) == 0
+        ours = _ours(capsys)
+        theirs, tool_output = _kafka_tool(settings.bootstrap_servers, group)
+        assert ours == theirs, tool_output
+        assert len(ours) == 3
+        assert sorted(lag is None for lag, _ in ours.values()) == [False, True, True]
+        assert {consumer for _, consumer in ours.values()} == {member.memberid()}
+        assert run(["lag", "--group", unprefixed]) == 0
+        table = capsys.readouterr().out
+        assert "2 assigned partition(s) not committed yet" in table
+    finally:
+        member.close()
+    assert run(["lag", "--group", "no-such-group", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: consumer group {prefix}no-such-group (nor no-such-group)")
 
 
 @pytest.fixture

@@ -94,6 +94,49 @@ def test_jsonl_is_all_or_nothing(
     assert rows[0]["value"]["client_ref"] is None  # filled by the schema default
 
 
+def test_a_line_only_the_encoder_refuses_sends_nothing_and_is_named(
+    pipeline_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Line 4 holds a lone surrogate escape: valid JSON and a valid `string` to the schema
+    check, but no UTF-8 encoder takes it. It used to send lines 1-3, then fail unnamed."""
+    _env(monkeypatch, pipeline_settings)
+    path = tmp_path / "orders.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "order_id": f"S-{n}",
+                "customer_id": "C-\ud800" if n == 4 else "C-1",
+                "lines": [],
+                "currency": "EUR",
+                "total_cents": 0,
+                "placed_at": 1,
+            }
+        )
+        for n in range(1, 6)
+    ]
+    assert "\\ud800" in lines[3]  # the file holds the JSON escape itself
+    path.write_text("\n".join(lines) + "\n")
+
+    assert run(["produce", "-t", "orders.placed", "--from-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4: customer_id: text must be valid Unicode" in err
+    assert "nothing was sent" in err
+    assert "Traceback" not in err
+    assert list(read(pipeline_settings, "orders.placed", StartAt("beginning"))) == []
+
+    argv = ["produce", "-t", "orders.placed", "--from-file", str(path), "--skip-invalid"]
+    assert run([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["acknowledged"], summary["skipped_lines"]) == (4, [4])
+    assert f"skipped {path}:4: customer_id" in err
+    rows = list(read(pipeline_settings, "orders.placed", StartAt("beginning")))
+    assert sorted(r["value"]["order_id"] for r in rows) == ["S-1", "S-2", "S-3", "S-5"]
+
+
 def test_consume_shows_undecodable_records_with_the_reason(
     pipeline_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
