@@ -170,12 +170,12 @@ def test_garbage_in_an_env_fallback_is_a_usage_error(
 
 @pytest.mark.parametrize("path", sorted(LEAVES.keys() - SERVES_FOREVER), ids=" ".join)
 def test_a_malformed_nested_setting_is_one_line_and_exit_2(
-    path: Path_, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    path: Path_, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The issue's case: `SLUICE_BACKPRESSURE='{high: 1'` printed 60 lines of pydantic."""
     monkeypatch.setenv("SLUICE_BACKPRESSURE", "{high: 1")
     code = run([*path, *_minimal(LEAVES[path])])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     _no_traceback(out, err)
     if path in NO_SETTINGS:
         assert code == 0, err
@@ -191,12 +191,12 @@ def test_a_malformed_nested_setting_is_one_line_and_exit_2(
     "path", sorted(p for p, c in LEAVES.items() if _talks_to_kafka(c)), ids=" ".join
 )
 def test_an_unreachable_broker_is_one_line_exit_1_and_quick(
-    path: Path_, capsys: pytest.CaptureFixture[str]
+    path: Path_, capfd: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
     code = run([*path, *_minimal(LEAVES[path]), "--bootstrap-servers", UNREACHABLE])
     elapsed = time.monotonic() - started
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     _no_traceback(out, err)
     assert code == 1, err
     failures = _error_lines(err) + [line for line in out.splitlines() if line.startswith("down:")]
