@@ -38,12 +38,12 @@ from consumers.tail import StartAt, read
 from pipelines.errors import SluiceError
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
+from pipelines.stages.deadletter import REDRIVE_HEADER
 
 TOPIC = "notifications.dlq"
 #: Every DLQ, in the order `sluice dlq list` and `redrive` take them.
 DLQS = ("orders.dlq", TOPIC, "analytics.dlq")
 REQUESTED = "sluice.notifications.NotificationRequested"
-REDRIVE_HEADER = "sluice.redrive"
 TASK_FIELDS = frozenset({"notification_id", "channel", "attempt", "not_before", "created_at"})
 
 

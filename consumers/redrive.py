@@ -31,9 +31,9 @@ from pipelines.catalog import by_name
 from pipelines.errors import RecordError, SluiceError
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
+from pipelines.stages.deadletter import REDRIVE_HEADER
 from pipelines.stages.windows import SOURCES as ANALYTICS_SOURCES
 
-REDRIVE_HEADER = "sluice.redrive"
 SOURCE_HEADER = "sluice.source.topic"
 #: Each DLQ's stage reads these topics; a dead letter may only go back to one of them.
 SOURCES: dict[str, tuple[str, ...]] = {

@@ -25,6 +25,7 @@ from pipelines.errors import ConfigError, RecordError, TopicError
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
+from pipelines.stages.deadletter import redriven_for_another
 from pipelines.stages.windows import WindowConfig
 
 Progress = Callable[[int], None]
@@ -39,6 +40,7 @@ class Aggregator:
     events: int = 0
     undecodable: int = 0
     out_of_range: int = 0  # event time no window can hold: the live stage dead-letters these
+    others_redrives: int = 0  # another stage's dead letters redriven to a source topic
 
     def apply(self, topic: str, record: dict[str, Any], record_ts_ms: int) -> None:
         if windows.unusable_time(topic, record) is not None:
@@ -133,6 +135,9 @@ def run(
     serde = serde_for(settings)
     schemas = {name: spec.value_schema for name, spec in by_name().items()}
     for topic, msg in _read(settings, replay_plan, progress):
+        if redriven_for_another(dict(msg.headers() or ()), "analytics.dlq"):
+            aggregator.others_redrives += 1  # skipped live too: the original was counted
+            continue
         try:
             record = serde.decode(msg.value() or b"", schemas[topic])
         except RecordError:

@@ -33,7 +33,7 @@ from pipelines.errors import RecordError
 from pipelines.serde import serde_for
 from pipelines.stages import windows
 from pipelines.stages.analytics_web import WindowView, install_views
-from pipelines.stages.deadletter import DeadLetters
+from pipelines.stages.deadletter import DeadLetters, redriven_for_another
 from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
@@ -92,6 +92,9 @@ async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     async for event in stream.events():
         topic = settings.logical_topic(event.message.topic)
         metrics.received(topic)
+        if redriven_for_another(event.headers, "analytics.dlq"):
+            yield None  # the order stage's dead letter: this stage counted the original
+            continue
         ref = record_ref(event)
         if schema_gate.blocked(ref.value):
             await schema_gate.ready(ref.value)  # a registry outage waits, never DLQs

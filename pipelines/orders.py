@@ -42,7 +42,7 @@ from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
-from pipelines.stages.deadletter import DeadLetters
+from pipelines.stages.deadletter import DeadLetters, redriven_for_another
 from pipelines.stages.faustapp import (
     JSON_STATE,
     RAW,
@@ -124,6 +124,9 @@ async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         metrics.received(logical)
         if logical == "orders.placed":
             controller.taken(message.topic, message.partition, message.offset)
+        if redriven_for_another(event.headers, "orders.dlq"):
+            yield None  # analytics' dead letter, redriven to orders.placed: not ours
+            continue
         if schema_gate.blocked(message.value):
             await schema_gate.ready(message.value)  # a registry outage waits, never DLQs
         effects = await _saga_step(event, logical)

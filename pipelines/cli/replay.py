@@ -100,6 +100,7 @@ def replay(
         "events": aggregator.events,
         "undecodable": aggregator.undecodable,
         "out_of_range": aggregator.out_of_range,
+        "other_stages_redrives": aggregator.others_redrives,
         "windows": len(records),
         "planned_records": the_plan.total,
         "from_ms": from_ms,

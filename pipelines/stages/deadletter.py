@@ -12,7 +12,7 @@ dead-letters the last task it built, not the first one it read) and add headers 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from pipelines.errors import RecordRef
@@ -21,6 +21,8 @@ from pipelines.errors import RecordRef
 Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Any]]
 
 ERROR_HEADER = "sluice.error"
+#: On a record `sluice dlq redrive` re-sent: which dead letter it was (`<dlq>:<p>:<offset>`).
+REDRIVE_HEADER = "sluice.redrive"
 MAX_ERROR_BYTES = 1000
 
 
@@ -41,6 +43,26 @@ def dlq_headers(ref: RecordRef, error: str, stage: str) -> list[tuple[str, bytes
         ("sluice.source.offset", str(ref.offset).encode()),
         ("sluice.failed_at", str(int(time.time() * 1000)).encode()),
     ]
+
+
+def redriven_for_another(headers: Mapping[str, Any] | None, dlq: str) -> bool:
+    """Whether a record is a dead letter of another stage's DLQ, redriven to a topic this
+    stage reads too: skip it, this stage had the original.
+
+    `orders.placed`, for one, is read by the order stage and by analytics. An order the
+    order stage dead-lettered was counted by analytics all the same; redriven from
+    `orders.dlq`, it must reach the order stage only, or analytics would count it twice
+    (and an analytics letter redriven there would be a second placement to the order
+    stage). The token names the DLQ it came from, so the stage it is meant for is known.
+    Costs a truth test on the hot path when a record has no headers.
+    """
+    if not headers:
+        return False
+    token = headers.get(REDRIVE_HEADER)
+    if token is None:
+        return False
+    text = token.decode(errors="replace") if isinstance(token, bytes) else str(token)
+    return not text.startswith(dlq + ":")
 
 
 def reason_label(error: str) -> str:

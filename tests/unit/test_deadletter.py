@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from pipelines.errors import RecordRef
-from pipelines.stages.deadletter import DeadLetters
+from pipelines.stages.deadletter import REDRIVE_HEADER, DeadLetters, redriven_for_another
 
 
 def _writer() -> tuple[DeadLetters, list[tuple[Any, ...]], Counter]:
@@ -45,3 +46,21 @@ def test_a_stage_may_put_another_value_key_and_extra_headers_in_the_letter() -> 
     _topic, key, value, headers = sent[0]
     assert (key, value, headers["a"]) == (b"n-1", b"last task", b"1")
     assert len(headers["sluice.error"]) == 1000  # bounded
+
+
+@pytest.mark.parametrize(
+    ("headers", "dlq", "skip"),
+    [
+        (None, "orders.dlq", False),
+        ({}, "orders.dlq", False),
+        ({"sluice.intake.fingerprint": b"x"}, "orders.dlq", False),
+        ({REDRIVE_HEADER: b"orders.dlq:1:17"}, "orders.dlq", False),  # ours: take it
+        ({REDRIVE_HEADER: b"analytics.dlq:0:3"}, "orders.dlq", True),  # analytics' letter
+        ({REDRIVE_HEADER: b"orders.dlq:1:17"}, "analytics.dlq", True),  # counted already
+        ({REDRIVE_HEADER: "analytics.dlq:0:3"}, "analytics.dlq", False),
+    ],
+)
+def test_a_redriven_letter_reaches_only_the_stage_whose_dlq_it_left(
+    headers: dict[str, object] | None, dlq: str, skip: bool
+) -> None:
+    assert redriven_for_another(headers, dlq) is skip
