@@ -30,15 +30,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
-
-from consumers.redrive import CLOCK_SLACK_MS, SourceReport, redrive_sources, redriven_tokens
+from consumers.redrive import (
+    CLOCK_SLACK_MS,
+    Redriven,
+    SourceReport,
+    produce_all,
+    redrive_sources,
+    redriven_tokens,
+)
 from consumers.redrive import SOURCES as SOURCE_REDRIVES
 from consumers.tail import StartAt, read
-from pipelines.errors import SluiceError
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
-from pipelines.stages.deadletter import REDRIVE_HEADER
 
 TOPIC = "notifications.dlq"
 #: Every DLQ, in the order `sluice dlq list` and `redrive` take them.
@@ -217,75 +220,53 @@ def _channel_topic(letter: DeadLetter) -> str:
 
 
 def _requeue(settings: Settings, letters: list[DeadLetter], timeout_s: float) -> None:
-    """Produce the redriven tasks and wait for every acknowledgement (all or an error)."""
-    if not letters:
-        return
+    """Produce the redriven tasks, each a first attempt due now, and wait for every ack."""
     serde = serde_for(settings)
-    failures: list[str] = []
-
-    def delivered(err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            failures.append(err.str())
-
-    producer = Producer(settings.confluent_producer(on_delivery=delivered))
     now = int(time.time() * 1000)
-    for letter in letters:
-        assert letter.task is not None
-        task = {**letter.task, "attempt": 1, "not_before": now, "last_error": letter.reason[:500]}
-        topic = settings.topic(_channel_topic(letter))
-        value = serde.encode(REQUESTED, task, topic=topic)
-        headers: list[tuple[str, str | bytes | None]] = [(REDRIVE_HEADER, letter.token.encode())]
-        producer.produce(topic, value, task["notification_id"].encode(), headers=headers)
-        producer.poll(0)
-    remaining = producer.flush(timeout_s)
-    if failures or remaining:
-        problem = failures[0] if failures else f"{remaining} not acknowledged in {timeout_s:.0f}s"
-        raise SluiceError(
-            f"redrive incomplete: {len(failures) + remaining} failed ({problem}); run it "
-            "again: letters already back on their topic are skipped"
-        )
+
+    def records() -> Iterator[Redriven]:
+        for letter in letters:
+            assert letter.task is not None
+            task = {**letter.task, "attempt": 1, "not_before": now}
+            task["last_error"] = letter.reason[:500]
+            topic = settings.topic(_channel_topic(letter))
+            value = serde.encode(REQUESTED, task, topic=topic)
+            yield topic, task["notification_id"].encode(), value, letter.token
+
+    produce_all(settings, records(), timeout_s)
 
 
 def _letter(row: dict[str, Any]) -> DeadLetter:
-    headers = _headers(row)
     value = row.get("value")
     task = value if isinstance(value, dict) and value.keys() >= TASK_FIELDS else None
-    problem = None
-    if "error" in row:
-        problem = str(row["error"])
-    elif task is None:
-        problem = "not a notification task"
-    return DeadLetter(
-        partition=int(row["partition"]),
-        offset=int(row["offset"]),
-        timestamp=int(row["timestamp"]),
-        key=row.get("key"),
-        headers=headers,
-        task=task,
-        problem=problem,
-    )
+    problem = _row_problem(row) or (None if task is not None else "not a notification task")
+    return _dead_letter(row, task=task, problem=problem)
 
 
 def _source_letter(settings: Settings, dlq: str, row: dict[str, Any]) -> DeadLetter:
     """A letter of orders.dlq or analytics.dlq, as the list shows it."""
-    headers = _headers(row)
-    source = settings.logical_topic(headers.get("sluice.source.topic", ""))
-    problem = None
-    if "error" in row:
-        problem = str(row["error"])
-    elif row.get("value") is None:
-        problem = "a null value"
-    elif source not in SOURCE_REDRIVES[dlq]:
+    source = settings.logical_topic(_headers(row).get("sluice.source.topic", ""))
+    problem = _row_problem(row)
+    if problem is None and source not in SOURCE_REDRIVES[dlq]:
         problem = f"no source topic {dlq}'s stage reads (header: {source or 'missing'})"
+    return _dead_letter(row, task=None, problem=problem, dlq=dlq)
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """Why a row cannot be redriven whatever its DLQ: undecodable, or a null value."""
+    if "error" in row:
+        return str(row["error"])
+    return "a null value" if row.get("value") is None else None
+
+
+def _dead_letter(row: dict[str, Any], **fields: Any) -> DeadLetter:
     return DeadLetter(
         partition=int(row["partition"]),
         offset=int(row["offset"]),
         timestamp=int(row["timestamp"]),
         key=row.get("key"),
-        headers=headers,
-        task=None,
-        problem=problem,
-        dlq=dlq,
+        headers=_headers(row),
+        **fields,
     )
 
 

@@ -143,10 +143,16 @@ def _decodes(serde: Serde, letter: Letter, source: str) -> bool:
     return True
 
 
-def _send(settings: Settings, todo: list[tuple[Letter, str]], timeout_s: float) -> None:
-    """Produce the letters to their sources and wait for every acknowledgement."""
-    if not todo:
-        return
+#: One record to redrive: (physical topic, key, value, redrive token).
+Redriven = tuple[str, bytes | None, bytes | None, str]
+
+
+def produce_all(settings: Settings, records: Iterable[Redriven], timeout_s: float) -> None:
+    """Produce redriven records, each with its token, and wait for every acknowledgement.
+
+    All or an error: a redrive that was not fully acknowledged says how much failed and
+    that running it again is safe (letters already back on their topic are skipped).
+    """
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Any) -> None:
@@ -154,17 +160,29 @@ def _send(settings: Settings, todo: list[tuple[Letter, str]], timeout_s: float) 
             failures.append(err.str())
 
     producer = Producer(settings.confluent_producer(on_delivery=delivered))
-    for letter, source in todo:
-        headers: list[tuple[str, str | bytes | None]] = [(REDRIVE_HEADER, letter.token.encode())]
-        producer.produce(settings.topic(source), letter.value, letter.key, headers=headers)
+    count = 0
+    for topic, key, value, token in records:
+        headers: list[tuple[str, str | bytes | None]] = [(REDRIVE_HEADER, token.encode())]
+        producer.produce(topic, value, key, headers=headers)
         producer.poll(0)
+        count += 1
+    if not count:
+        return
     remaining = producer.flush(timeout_s)
     if failures or remaining:
         problem = failures[0] if failures else f"{remaining} not acknowledged in {timeout_s:.0f}s"
         raise SluiceError(
-            f"redrive incomplete: {len(failures) + remaining} of {len(todo)} failed ({problem}); "
+            f"redrive incomplete: {len(failures) + remaining} of {count} failed ({problem}); "
             "run it again: letters already back on their topic are skipped"
         )
+
+
+def _send(settings: Settings, todo: list[tuple[Letter, str]], timeout_s: float) -> None:
+    """Produce the letters to their sources, key and value unchanged."""
+    records = (
+        (settings.topic(source), letter.key, letter.value, letter.token) for letter, source in todo
+    )
+    produce_all(settings, records, timeout_s)
 
 
 def _letter(dlq: str, msg: Message) -> Letter:

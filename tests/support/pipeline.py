@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from consumers.tail import StartAt, read
-from pipelines import lag
+from pipelines import domain, lag
 from pipelines.catalog import APP_IDS
 from pipelines.runner import Fleet
 from pipelines.settings import Settings
@@ -166,6 +166,23 @@ def confirmed_quantities(found: dict[str, list[dict[str, Any]]]) -> Counter[str]
                 for line in event["lines"]:
                     units[line["sku"]] += line["quantity"]
     return units
+
+
+def check_invariants(
+    settings: Settings, found: dict[str, list[dict[str, Any]]], ids: set[str], skus: int
+) -> None:
+    """Invariants 1 and 2: one terminal event per order in `ids`; stock (of the first
+    `skus` SKUs) never negative, and initial minus final stock = the confirmed quantity."""
+    assert ids <= found.keys()
+    doubles = {oid: events for oid, events in found.items() if len(events) != 1}
+    assert not doubles, f"{len(doubles)} orders with more than one terminal event"
+    wait_for_idle(settings, "orders")
+    final, levels = stock_history(settings)
+    assert min(levels) >= 0
+    confirmed = confirmed_quantities(found)
+    for index in range(skus):
+        sku = domain.sku_code(index)
+        assert domain.initial_stock(sku) - final[sku] == confirmed[sku], sku
 
 
 def live_windows(settings: Settings) -> dict[str, dict[str, Any]]:
