@@ -30,6 +30,8 @@ from producers.intake.validation import Rejection
 T = TypeVar("T")
 
 FINGERPRINT_HEADER = "sluice.intake.fingerprint"
+#: Most expired keys one lookup forgets: a slice per request, never a day's burst at once.
+PRUNE_BATCH = 64
 
 
 class KeyEntry(NamedTuple):
@@ -99,10 +101,14 @@ class IdempotencyStore:
         self.remember(key, entry)
         return True
 
-    def prune(self) -> None:
-        """Forget keys older than the window (entries are kept in acceptance order)."""
+    def prune(self, limit: int = PRUNE_BATCH) -> None:
+        """Forget up to `limit` keys older than the window (kept in acceptance order).
+
+        Bounded so that a burst of keys from a day ago is forgotten a slice per request
+        rather than all within one request; `get` checks the age itself meanwhile.
+        """
         horizon = self._clock() - self.window_s
-        while True:
+        for _ in range(limit):
             oldest = self._entries.oldest()
             if oldest is None or _packed_at(oldest[1]) >= horizon:
                 return

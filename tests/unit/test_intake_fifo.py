@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from producers.intake.fifo import FifoMap
-from producers.intake.idempotency import IdempotencyStore, KeyEntry
+from producers.intake.idempotency import PRUNE_BATCH, IdempotencyStore, KeyEntry
 from producers.intake.status import StatusView
 
 
@@ -117,3 +117,16 @@ def test_a_pending_key_keeps_its_record_and_then_its_place() -> None:
     assert keys.get("a") is None  # first seen, first forgotten
     assert keys.get("b") is not None
     assert keys.get("c") is not None
+
+
+def test_expired_keys_are_forgotten_a_slice_per_lookup() -> None:
+    now = [1000.0]
+    keys = IdempotencyStore(window_s=60, max_keys=10_000, clock=lambda: now[0])
+    for n in range(PRUNE_BATCH * 3):
+        keys.remember(f"k{n}", KeyEntry(f"O-{n}", "fp", now[0]))
+    now[0] += 61
+    assert keys.get("k0") is None  # too old, whether or not it is forgotten yet
+    assert len(keys) == PRUNE_BATCH * 2
+    keys.get("k0")
+    keys.get("k0")
+    assert len(keys) == 0
