@@ -11,8 +11,9 @@
 The servers run as their own processes. Throughput: a closed loop with N connections
 from an aiohttp client in this process. Latency: an open loop at a fixed rate from
 `bench.openloop` (a small Go generator when Go is installed), measured from each
-request's scheduled time so a stall is not hidden. Rounds alternate between the servers;
-medians and the ratio of medians are printed.
+request's scheduled time so a stall is not hidden. Rounds rotate the servers' order;
+medians and the ratio of medians are printed (for the open-loop p99 also each round's own
+ratio, a contender against the other in the same round).
 
     python -m bench.intake [--seconds 8] [--repeats 3] [--concurrency 32] [--rate 1000]
 """
@@ -305,8 +306,8 @@ def _closed(servers: dict[str, Server], load: Load, args: argparse.Namespace) ->
     rates: dict[str, list[float]] = {name: [] for name in servers}
     latency: dict[str, list[Result]] = {name: [] for name in servers}
     cpu: dict[str, list[float]] = {name: [] for name in servers}
-    for _ in range(args.repeats):
-        for name, server in servers.items():
+    for round_ in range(args.repeats):
+        for name, server in rotated(servers, round_):
             before = server.cpu_s()
             result = asyncio.run(closed_loop(server.url, load, args.seconds, args.concurrency))
             cpu[name].append((server.cpu_s() - before) * 1000 / max(1, result.accepted))
@@ -332,8 +333,8 @@ def _open(servers: dict[str, Server], loop: OpenLoop, args: argparse.Namespace) 
     for server in servers.values():
         loop.run(server.url, min(args.rate, 300.0), 2.0)  # warm-up, not counted
     results: dict[str, list[OpenLoopResult]] = {name: [] for name in servers}
-    for _ in range(args.repeats):
-        for name, server in servers.items():
+    for round_ in range(args.repeats):
+        for name, server in rotated(servers, round_):
             results[name].append(loop.run(server.url, args.rate, args.seconds))
     print(
         f"\nIntake, open loop at {args.rate:,.0f} req/s, {args.repeats} rounds of "
@@ -351,6 +352,29 @@ def _open(servers: dict[str, Server], loop: OpenLoop, args: argparse.Namespace) 
             f"  max {max(r.max_ms for r in rounds_):7.2f} ms"
             f"   statuses {dict(statuses)} errors {sum(r.errors for r in rounds_)}"
         )
+    if INTAKE in results and BARE in results:
+        median, per_round = p99_ratio(results)
+        rounds_text = ", ".join(f"{r:.2f}" for r in per_round)
+        print(f"  p99 ratio (a)/(b): {median:.2f} (each round: {rounds_text})")
+
+
+def rotated(servers: dict[str, Server], round_: int) -> list[tuple[str, Server]]:
+    """The servers in this round's order: each round starts one later.
+
+    In a fixed order one contender would always run first after the previous round's
+    last (the broker's segment rolls, log flushes and JIT work fall where they fall),
+    and its rounds would share whatever that position costs; rotating spreads it.
+    """
+    items = list(servers.items())
+    shift = round_ % len(items)
+    return items[shift:] + items[:shift]
+
+
+def p99_ratio(results: dict[str, list[OpenLoopResult]]) -> tuple[float, list[float]]:
+    """(a)/(b) open-loop p99: the ratio of the medians, and each round's own ratio."""
+    ours, peer = results[INTAKE], results[BARE]
+    median = statistics.median(r.p99_ms for r in ours) / statistics.median(r.p99_ms for r in peer)
+    return median, [a.p99_ms / b.p99_ms for a, b in zip(ours, peer, strict=True)]
 
 
 def main() -> None:
