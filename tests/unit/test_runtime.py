@@ -1,0 +1,316 @@
+"""The stage runtime (`pipelines.runtime`): each patch still fits the Faust it replaces,
+the version guard refuses other versions in one line, and each change does what it says."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import io
+import logging
+from collections import deque
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.sensors import Monitor, Sensor
+from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP
+from faust.utils.optin import cython_optimizations_enabled
+from mode.utils.logging import CompositeLogger
+
+from pipelines import runtime
+from pipelines.runtime import drain, quiet
+from pipelines.runtime.faust_tuning import WRITTEN_FOR, UnsupportedFaust, check_versions
+from pipelines.runtime.patching import drifted, is_applied, original
+from pipelines.settings import Settings
+from pipelines.stages.faustapp import make_app
+from pipelines.stages.startup import exit_with
+
+TP0 = TP("t.orders.placed", 0)
+
+
+@pytest.mark.parametrize("patch", runtime.all_patches(), ids=lambda p: p.name)
+def test_each_patch_still_fits_the_faust_it_replaces(patch: Any) -> None:
+    """A changed upstream source means the replacement may drop the change: re-read it,
+    re-run the crash tests, then update the fingerprint."""
+    assert drifted(patch) == [], f"{patch.name}: Faust changed what it replaces ({patch.why})"
+
+
+def test_patch_names_are_unique_and_each_target_replaced_once() -> None:
+    patches = runtime.all_patches()
+    assert len({p.name for p in patches}) == len(patches)
+    labels = [(id(t.owner), t.attribute) for p in patches for t in p.targets]
+    assert len(set(labels)) == len(labels)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> faust.App:
+    return make_app("orders", Settings(data_dir=tmp_path, topic_prefix="t."))
+
+
+def test_making_a_stage_app_applies_every_patch(app: faust.App) -> None:
+    assert all(is_applied(p) for p in runtime.all_patches())
+    assert Consumer._drain_messages is drain.drain_messages
+    assert ProducerBuffer.max_messages == 5000
+    runtime.apply_patches()  # once: applying again wraps nothing twice
+    assert Consumer._drain_messages is drain.drain_messages
+
+
+def test_the_running_versions_are_the_ones_written_for() -> None:
+    check_versions()
+    for dist, version in WRITTEN_FOR.items():
+        assert importlib.metadata.version(dist) == version
+
+
+def test_another_faust_version_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda dist: "0.16.0" if dist == "faust-streaming" else real(dist),
+    )
+    with pytest.raises(UnsupportedFaust) as refused:
+        check_versions()
+    assert runtime.tune(faust.App("refused", broker="kafka://127.0.0.1:1")) is False
+    stream = io.StringIO()
+    with pytest.raises(SystemExit) as info:
+        exit_with(refused.value, stream)
+    assert info.value.code == 1
+    assert stream.getvalue() == (
+        "error: faust-streaming 0.16.0 is installed, but Sluice's Faust runtime was written "
+        "for 0.15.3 (it replaces some of its internals): install faust-streaming==0.15.3\n"
+    )
+
+
+def test_the_idempotent_producer_patch_sets_idempotence_and_acks(app: faust.App) -> None:
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    extra = faust_aiokafka.Producer._settings_extra(SimpleNamespace(app=app))
+    assert extra["enable_idempotence"] is True
+    assert extra["acks"] == "all"
+
+
+def test_cython_fast_paths_are_on_for_stage_apps(app: faust.App) -> None:
+    from faust import streams
+    from faust.transport import conductor
+
+    assert streams._CStreamIterator is not None  # the compiled extensions are in use
+    assert conductor.ConductorHandler is not None
+    assert cython_optimizations_enabled(app.conf)
+
+
+# -- quiet sensors -------------------------------------------------------------------
+
+
+class _Counting(Sensor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        self.seen.append("in")
+
+    def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
+        self.seen.append("out")
+
+
+def test_stage_apps_keep_the_monitor_off_the_hot_path(app: faust.App) -> None:
+    sensors = app.sensors
+    assert isinstance(sensors, quiet.QuietSensors)
+    sensors.add(app.monitor)  # what Faust does when the app starts
+    assert list(sensors) == []
+    assert sensors.on_stream_event_in(TP0, 1, None, None) is None
+    assert isinstance(app.monitor, Monitor)  # still there for whoever asks for it
+
+
+def test_an_added_sensor_still_gets_every_call(app: faust.App) -> None:
+    sensor = _Counting()
+    app.sensors.add(sensor)
+    app.sensors.on_message_in(TP0, 1, None)
+    app.sensors.on_stream_event_out(TP0, 1, None, None, None)
+    assert sensor.seen == ["in", "out"]
+
+
+# -- log formatting ------------------------------------------------------------------
+
+
+def test_service_logs_are_formatted_only_when_the_level_is_enabled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime.apply_patches()
+    formatted: list[str] = []
+
+    def formatter(severity: int, message: str, *args: Any, **kwargs: Any) -> str:
+        formatted.append(message)
+        return f"[svc]: {message}"
+
+    logger = logging.getLogger("sluice-test-composite")
+    composite = CompositeLogger(logger, formatter=formatter)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        composite.debug("per record %r", 1)
+        assert formatted == []
+        composite.info("kept %r", 2)
+    assert formatted == ["kept %r"]
+    [record] = caplog.records
+    assert record.getMessage() == "[svc]: kept 2"
+    assert record.funcName == "test_service_logs_are_formatted_only_when_the_level_is_enabled"
+    assert original(CompositeLogger, "log") is not CompositeLogger.log
+
+
+# -- stream sleep --------------------------------------------------------------------
+
+
+def test_the_stream_sleep_turns_the_loop_once_per_hundred_records() -> None:
+    async def count_turns() -> int:
+        turns = 0
+        ticking = True
+
+        async def ticker() -> None:
+            nonlocal turns
+            while ticking:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        turns = 0
+        for _ in range(quiet.YIELD_EVERY * 5):
+            await quiet.rare_sleep(0)
+        ticking = False
+        await task
+        return turns
+
+    assert asyncio.run(count_turns()) in (5, 6)
+    assert asyncio.run(_slept(quiet.rare_sleep(0.01, "late"))) == "late"
+
+
+async def _slept(awaitable: Any) -> Any:
+    return await awaitable
+
+
+# -- inline drain --------------------------------------------------------------------
+
+
+class _Queue:
+    def __init__(self, full: bool = False) -> None:
+        self._full = full
+
+    def full(self) -> bool:
+        return self._full
+
+
+class _Event:
+    def __init__(self, value: bool = False) -> None:
+        self.value = value
+
+    def is_set(self) -> bool:
+        return self.value
+
+    async def wait(self) -> None:
+        while not self.value:
+            await asyncio.sleep(0.001)
+
+
+def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
+    """A consumer with just what the drain loop touches: Faust's bookkeeping, a conductor
+    with one channel per partition, a flow switch and a producer buffer."""
+    queue = _Queue()
+    flow = SimpleNamespace(active=True)
+    stopped = _Event()
+    calls: list[tuple[str, int]] = []
+    consumer = SimpleNamespace(
+        _read_offset={TP0: None},
+        _commit_every=None,
+        _n_acked=0,
+        _stopped=stopped,
+        suspend_flow=_Event(),
+        should_stop=False,
+        diag=SimpleNamespace(set_flag=lambda _f: None, unset_flag=lambda _f: None),
+        gaps=[],
+        calls=calls,
+        queue=queue,
+        flow=flow,
+    )
+    consumer.app = SimpleNamespace(
+        flow_control=SimpleNamespace(is_active=lambda: flow.active),
+        topics=SimpleNamespace(
+            _tp_to_callback_lock=asyncio.Lock(),
+            _tp_index={TP0: [SimpleNamespace(queue=queue)]},
+            acks_enabled_for=lambda _topic: True,
+        ),
+        producer=SimpleNamespace(
+            buffer=SimpleNamespace(pending=SimpleNamespace(_queue=deque()), max_messages=10)
+        ),
+        conf=SimpleNamespace(producer_threaded=False),
+    )
+
+    async def callback(message: Any) -> None:
+        calls.append(("delivered", message.offset))
+
+    async def getmany(timeout: float) -> Any:
+        for tp, offset in records:
+            if offset == 3:
+                queue._full = True  # the stream buffer fills up before offset 3
+            yield tp, SimpleNamespace(offset=offset, topic=tp.topic)
+        stopped.value = True
+
+    async def wait_first(*coros: Any) -> None:
+        calls.append(("raced", -1))
+        await coros[0]
+        for coro in coros[1:]:
+            coro.close()
+
+    async def add_gap(tp: TP, start: int, end: int) -> None:
+        consumer.gaps.append((start, end))
+
+    async def sleep(_s: float) -> None:
+        await asyncio.sleep(0)
+
+    consumer.callback = callback
+    consumer.getmany = getmany
+    consumer.wait_first = wait_first
+    consumer._add_gap = add_gap
+    consumer.sleep = sleep
+    return consumer
+
+
+def test_the_drain_loop_hands_over_inline_and_races_only_when_it_would_block() -> None:
+    consumer = _fake_consumer([(TP0, 0), (TP0, 1), (TP0, 0), (TP0, 3)])
+    fetcher = SimpleNamespace(_stopped=_Event())
+    asyncio.run(drain.drain_messages(consumer, fetcher))
+    assert consumer.calls == [
+        ("delivered", 0),
+        ("delivered", 1),  # then offset 0 again, behind the read offset: dropped
+        ("raced", -1),  # the buffer is full: Faust's race, abandonable on a rebalance
+        ("delivered", 3),
+    ]
+    assert consumer._read_offset[TP0] == 3
+    assert consumer.gaps == [(2, 3)]  # offset 2 never came: a gap, as Faust records it
+
+
+def test_the_drain_loop_is_not_ready_while_anything_would_block() -> None:
+    async def check() -> list[bool]:
+        consumer = _fake_consumer([])
+        ready = drain.ready_check(consumer)
+        seen = [ready(TP0)]
+        consumer.flow.active = False  # flow control suspended (a rebalance)
+        seen.append(ready(TP0))
+        consumer.flow.active = True
+        consumer.app.producer.buffer.pending._queue.extend(range(11))  # over its bound
+        seen.append(ready(TP0))
+        consumer.app.producer.buffer.pending._queue.clear()
+        consumer.suspend_flow.value = True
+        seen.append(ready(TP0))
+        consumer.suspend_flow.value = False
+        async with consumer.app.topics._tp_to_callback_lock:  # re-indexing partitions
+            seen.append(ready(TP0))
+        consumer.queue._full = True
+        seen.append(ready(TP0))
+        consumer.queue._full = False
+        seen.append(ready(TP("other", 0)))  # no channel: the callback's own KeyError
+        return seen
+
+    assert asyncio.run(check()) == [True, False, False, False, False, False, True]
