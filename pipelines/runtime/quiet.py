@@ -5,7 +5,10 @@
   per-partition, per-stream and per-table statistics in dicts and deques. A stage's
   figures are its own Prometheus counters (`StageMetrics`), so the Monitor is kept out of
   the sensor set, and the per-record calls return at once while no sensor is installed.
-  A sensor added on purpose (OpenTelemetry, a user's) still gets every call.
+  A sensor added on purpose (OpenTelemetry, a user's) still gets every call. One
+  Monitor figure is kept: when a stream last took an event per partition, which the
+  aiokafka driver's stalled-stream check reads (without it, any partition with lag would
+  be reported as a stream that never started).
 * Log formatting: mode's `CompositeLogger.log` builds the service-prefixed message before
   the logger decides whether the level is enabled; `Agent._slurp` logs one debug line per
   record, so every record paid for a message nobody reads. The replacement asks first.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
+from time import monotonic
 from typing import Any
 
 from faust.sensors import Monitor, SensorDelegate
@@ -28,6 +32,8 @@ YIELD_EVERY = 100
 
 class QuietSensors(SensorDelegate):
     """Faust's sensor delegate without the Monitor, and free while no sensor is added."""
+
+    _inbound: dict[Any, float] | None = None  # the Monitor's stream_inbound_time
 
     def add(self, sensor: Any) -> None:
         if type(sensor) is Monitor and sensor is self.app.monitor:
@@ -41,6 +47,10 @@ class QuietSensors(SensorDelegate):
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Any:
         if self._sensors:
             return super().on_stream_event_in(tp, offset, stream, event)
+        inbound = self._inbound
+        if inbound is None:
+            inbound = self._inbound = self.app.monitor.stream_inbound_time
+        inbound[tp] = monotonic()
         return None
 
     def on_stream_event_out(

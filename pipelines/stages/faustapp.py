@@ -9,6 +9,7 @@ data directory per worker, and serves `/health` and Prometheus `/metrics` on its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -134,6 +135,8 @@ class Worker(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         self._tracebacks.active = False  # running now: errors log with their tracebacks
+        loop = type(asyncio.get_running_loop())
+        log.info("running on %s.%s", loop.__module__, loop.__qualname__)  # uvloop's, normally
         await super().on_startup_finished()
 
 

@@ -124,6 +124,8 @@ def test_stage_apps_keep_the_monitor_off_the_hot_path(app: faust.App) -> None:
     assert list(sensors) == []
     assert sensors.on_stream_event_in(TP0, 1, None, None) is None
     assert isinstance(app.monitor, Monitor)  # still there for whoever asks for it
+    # what the driver's stalled-stream check reads is still kept
+    assert TP0 in app.monitor.stream_inbound_time
 
 
 def test_an_added_sensor_still_gets_every_call(app: faust.App) -> None:
