@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from pipelines import runtime
+from pipelines.stages.faustapp import Worker
 
 RECORDS = int(os.environ.get("FLOOR_RECORDS", "0"))
 TOPIC = os.environ.get("FLOOR_TOPIC", "floor")
@@ -45,6 +46,7 @@ app = faust.App(
 )
 if TUNED:
     runtime.tune(app, strict=True, skip=os.environ.get("FLOOR_SKIP", "").split(","))
+    app.conf.Worker = Worker  # the stages' worker (no spinner hook turning on DEBUG)
 else:
     from faust.transport.producer import ProducerBuffer
 

@@ -10,6 +10,12 @@ its bound, the conductor is re-indexing its partitions, or a stream buffer of th
 record's partition is full. When none of that holds, the callback runs to its end
 without suspending, so it is awaited inline; otherwise Faust's race is used, as before.
 
+A full stream buffer is the steady state of a backlog (the fetcher is faster than the
+agent), and racing per record there would put the race back on every record. So a full
+buffer is waited out once, until it has drained to Faust's own pressure-drop mark (the
+queue's `in_pressure_high_state` callback), in a race with the flow's suspension like
+Faust's; the records after it go inline again.
+
 Everything else is Faust's loop, in its order: gaps recorded for the commit, the commit
 every `broker_commit_every` acknowledgements, the read offset set after the hand-over,
 and records behind the read offset dropped. The commit guard's filters
@@ -26,6 +32,22 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
 
 YIELD_EVERY = 100  # records handed over between two turns of the event loop (Faust's)
+
+
+async def wait_for_room(consumer: Any, tp: TP) -> None:
+    """Wait until the full stream buffers of `tp` have drained to their pressure-drop mark
+    (or the flow is suspended, or the consumer stops: `wait_first` returns then)."""
+    full = [
+        channel.queue
+        for channel in consumer.app.topics._tp_index.get(tp, ())
+        if channel.queue.full()
+    ]
+    if not full:
+        return
+    room = asyncio.Event()
+    for queue in full:
+        queue.in_pressure_high_state(room.set)  # called back at the pressure-drop mark
+    await consumer.wait_first(room.wait(), consumer.suspend_flow.wait())
 
 
 def ready_check(consumer: Any) -> Callable[[TP], bool]:
@@ -107,9 +129,11 @@ async def _drain(self: Any, fetcher: Any) -> None:
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0
                 await self.commit()
+            if not ready(tp):
+                await wait_for_room(self, tp)
             if ready(tp):
                 await callback(message)
-            else:
+            else:  # suspended, or blocked on the producer buffer: Faust's race
                 await self.wait_first(callback(message), suspend_flow.wait())
             set_read_offset(tp, offset)
         unset_flag(CONSUMER_FETCHING)

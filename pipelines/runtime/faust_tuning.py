@@ -76,6 +76,24 @@ def _idempotent_producer(base: Any) -> tuple[Any]:
     return (settings_extra,)
 
 
+def _started_producer(base: Any) -> tuple[Any]:
+    """`Topic._get_producer` without three event-loop turns per send once started.
+
+    Every `Topic.publish_message` (each `topic.send`, each table changelog record) asks
+    for the producer through `App.maybe_start_producer`, a `stampede` wrapper that awaits
+    `sleep(0)` up to three times per call even when the producer runs already. Once it
+    has started (and no transaction picks another producer) it is returned as is."""
+
+    async def _get_producer(self: Any) -> Any:
+        app = self.app
+        producer = app._producer
+        if producer is not None and producer.started and not app.in_transaction:
+            return producer
+        return await base(self)
+
+    return (_get_producer,)
+
+
 def _kept(*originals: Any) -> tuple[Any, ...]:
     """For changes made per app or by subclassing: nothing replaced at class level, but
     the fingerprints say when what they rely on has changed."""
@@ -125,6 +143,12 @@ PATCHES: tuple[Patch, ...] = (
             ),
         ),
         lambda _original: (PRODUCER_BUFFER_MAX,),
+    ),
+    Patch(
+        "started_producer",
+        "a send gets the running producer without the start-up stampede's loop turns",
+        (Target(faust.Topic, "_get_producer", "93292ab6a147592f"),),
+        _started_producer,
     ),
     Patch(
         "idempotent_producer",

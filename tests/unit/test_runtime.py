@@ -197,11 +197,24 @@ async def _slept(awaitable: Any) -> Any:
 
 
 class _Queue:
+    """A stream buffer that, once waited on, drains when `drains` says so."""
+
     def __init__(self, full: bool = False) -> None:
         self._full = full
+        self.drains = True
 
     def full(self) -> bool:
         return self._full
+
+    def in_pressure_high_state(self, callback: Any) -> bool:
+        if self.drains:  # the agent takes records: Faust calls back at the drop mark
+
+            def drained() -> None:
+                self._full = False
+                callback()
+
+            asyncio.get_running_loop().call_later(0.01, drained)
+        return True
 
 
 class _Event:
@@ -261,9 +274,10 @@ def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
 
     async def wait_first(*coros: Any) -> None:
         calls.append(("raced", -1))
-        await coros[0]
-        for coro in coros[1:]:
-            coro.close()
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
 
     async def add_gap(tp: TP, start: int, end: int) -> None:
         consumer.gaps.append((start, end))
@@ -286,11 +300,26 @@ def test_the_drain_loop_hands_over_inline_and_races_only_when_it_would_block() -
     assert consumer.calls == [
         ("delivered", 0),
         ("delivered", 1),  # then offset 0 again, behind the read offset: dropped
-        ("raced", -1),  # the buffer is full: Faust's race, abandonable on a rebalance
-        ("delivered", 3),
+        ("raced", -1),  # the buffer is full: wait for room, abandonable on a rebalance
+        ("delivered", 3),  # room again: inline
     ]
     assert consumer._read_offset[TP0] == 3
     assert consumer.gaps == [(2, 3)]  # offset 2 never came: a gap, as Faust records it
+
+
+def test_a_rebalance_while_the_buffer_is_full_falls_back_to_faust_race() -> None:
+    consumer = _fake_consumer([(TP0, 0), (TP0, 3)])
+    consumer.queue.drains = False  # the agent is stuck: only the suspension ends the wait
+
+    async def run() -> None:
+        fetcher = SimpleNamespace(_stopped=_Event())
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: setattr(consumer.suspend_flow, "value", True))
+        await drain.drain_messages(consumer, fetcher)
+
+    asyncio.run(run())
+    # the wait for room and then Faust's own race, whose put waits for the full buffer
+    assert consumer.calls[:3] == [("delivered", 0), ("raced", -1), ("raced", -1)]
 
 
 def test_the_drain_loop_is_not_ready_while_anything_would_block() -> None:
@@ -316,3 +345,25 @@ def test_the_drain_loop_is_not_ready_while_anything_would_block() -> None:
         return seen
 
     assert asyncio.run(check()) == [True, False, False, False, False, False, True]
+
+
+# -- the running producer ------------------------------------------------------------
+
+
+def test_a_send_gets_the_running_producer_without_the_start_up_stampede(app: faust.App) -> None:
+    runtime.apply_patches()
+    topic = app.topic("t.orders.placed")
+    running = SimpleNamespace(started=True)
+    app._producer = running
+    assert asyncio.run(topic._get_producer()) is running
+    starting = SimpleNamespace(started=False)
+    app._producer = starting
+    asked: list[str] = []
+
+    async def maybe_start_producer() -> Any:
+        asked.append("stampede")
+        return starting
+
+    app.maybe_start_producer = maybe_start_producer
+    assert asyncio.run(topic._get_producer()) is starting
+    assert asked == ["stampede"]  # not started yet: Faust's own path
