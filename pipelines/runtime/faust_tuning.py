@@ -26,7 +26,7 @@ from faust.transport.producer import ProducerBuffer
 from mode.utils.logging import CompositeLogger
 
 from pipelines.errors import PrerequisiteError
-from pipelines.runtime import drain, quiet
+from pipelines.runtime import drain, quiet, send
 from pipelines.runtime.patching import Patch, Target, apply, shipped_source
 
 try:  # shipped compiled in faust-streaming's wheels; check_versions requires them
@@ -149,6 +149,12 @@ PATCHES: tuple[Patch, ...] = (
         "a send gets the running producer without the start-up stampede's loop turns",
         (Target(faust.Topic, "_get_producer", "93292ab6a147592f"),),
         _started_producer,
+    ),
+    Patch(
+        "lean_topic_send",
+        "topic.send without FutureMessage and its callback when nothing needs them",
+        (Target(faust.Topic, "send", "723a74d7c6897101"),),
+        send.lean_send,
     ),
     Patch(
         "idempotent_producer",

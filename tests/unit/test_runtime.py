@@ -367,3 +367,36 @@ def test_a_send_gets_the_running_producer_without_the_start_up_stampede(app: fau
     app.maybe_start_producer = maybe_start_producer
     assert asyncio.run(topic._get_producer()) is starting
     assert asked == ["stampede"]  # not started yet: Faust's own path
+
+
+def test_a_plain_topic_send_goes_straight_to_the_running_producer(app: faust.App) -> None:
+    runtime.apply_patches()
+    topic = app.topic("t.orders.placed", key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")  # fmt: skip
+    sent: list[tuple[Any, ...]] = []
+
+    class _Producer:
+        started = True
+
+        async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[str]:
+            sent.append((*args, kwargs))
+            delivery: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            delivery.set_result("metadata")
+            return delivery
+
+    async def send_twice() -> tuple[Any, Any]:
+        plain = await topic.send(key=b"k", value=b"v")
+        called = await topic.send(key=b"k", value=b"v", callback=lambda _fut: None)
+        return plain, called
+
+    app._producer = _Producer()
+    plain, called = asyncio.run(send_twice())
+    assert plain.result() == called.result() == "metadata"  # the producer's own future
+    assert sent[0] == (
+        "t.orders.placed",
+        b"k",
+        b"v",
+        {"partition": None, "timestamp": None, "headers": None},
+    )
+    # a callback needs Faust's FutureMessage: Faust's own path (its empty header dict)
+    assert sent[1][-1]["headers"] == {}
