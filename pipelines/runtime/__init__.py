@@ -4,6 +4,7 @@
 `check_versions()` is the start-up guard (see `faust_tuning`).
 """
 
+from pipelines.runtime.context import acting_for
 from pipelines.runtime.faust_tuning import (
     PATCHES,
     UnsupportedFaust,
@@ -16,6 +17,7 @@ from pipelines.runtime.faust_tuning import (
 __all__ = [
     "PATCHES",
     "UnsupportedFaust",
+    "acting_for",
     "all_patches",
     "apply_patches",
     "check_versions",

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from typing import Any
 
 import faust
+from faust import streams
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
@@ -195,6 +196,12 @@ PATCHES: tuple[Patch, ...] = (
         "the stage Worker drops Faust's spinner log hook, which turns the root logger to "
         "DEBUG (pipelines.stages.faustapp.Worker)",
         (Target(faust.Worker, "_setup_spinner_handler", "18cb28ef5b3de212"),),
+        _kept,
+    ),
+    Patch(
+        "acting_for_an_event",
+        "a batch writes each table key for its own event (pipelines.runtime.context)",
+        (Target(streams, "current_event", "3b821f1a78d86a58"),),
         _kept,
     ),
     Patch(
