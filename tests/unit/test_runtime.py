@@ -400,3 +400,29 @@ def test_a_plain_topic_send_goes_straight_to_the_running_producer(app: faust.App
     )
     # a callback needs Faust's FutureMessage: Faust's own path (its empty header dict)
     assert sent[1][-1]["headers"] == {}
+
+
+def test_a_stage_worker_on_another_faust_refuses_to_start_in_one_line(
+    app: faust.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.stages.faustapp import Worker
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda dist: "0.8.0" if dist == "mode-streaming" else real(dist),
+    )
+    stream = io.StringIO()
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(app, loglevel="warn", loop=loop, stderr=stream)
+        with pytest.raises(SystemExit) as info:
+            worker.execute_from_commandline()
+    finally:
+        loop.close()
+    assert info.value.code == 1
+    assert stream.getvalue() == (
+        "error: mode-streaming 0.8.0 is installed, but Sluice's Faust runtime was written "
+        "for 0.7.1 (it replaces some of its internals): install mode-streaming==0.7.1\n"
+    )
