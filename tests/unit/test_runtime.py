@@ -101,6 +101,14 @@ def test_cython_fast_paths_are_on_for_stage_apps(app: faust.App) -> None:
     assert conductor.ConductorHandler is not None
     assert cython_optimizations_enabled(app.conf)
 
+    async def built() -> tuple[bool, bool]:
+        topic = app.topic("t.orders.placed")
+        iterator = streams._CStreamIterator(app.stream(topic))
+        handler = conductor.ConductorHandler(app.topics, TP0, {topic})
+        return iterator.cython_optimizations, handler.cython_optimizations
+
+    assert asyncio.run(built()) == (True, True)  # what the running stage really takes
+
 
 # -- quiet sensors -------------------------------------------------------------------
 
