@@ -434,3 +434,31 @@ def test_a_stage_worker_on_another_faust_refuses_to_start_in_one_line(
         "error: mode-streaming 0.8.0 is installed, but Sluice's Faust runtime was written "
         "for 0.7.1 (it replaces some of its internals): install mode-streaming==0.7.1\n"
     )
+
+
+def test_the_runtime_exports_a_small_api() -> None:
+    assert runtime.__all__ == [
+        "PATCHES",
+        "UnsupportedFaust",
+        "acting_for",
+        "all_patches",
+        "apply_patches",
+        "check_versions",
+        "tune",
+    ]
+
+
+def test_acting_for_an_event_makes_it_current_for_the_block_only() -> None:
+    from faust.streams import current_event
+
+    class _Event:  # weak-referenceable, as Faust's events are
+        pass
+
+    outer, inner = _Event(), _Event()
+    assert current_event() is None
+    with runtime.acting_for(outer):
+        assert current_event() is outer
+        with runtime.acting_for(inner):
+            assert current_event() is inner  # tables write to this event's partition
+        assert current_event() is outer
+    assert current_event() is None
