@@ -3,7 +3,10 @@
 Run by `bench.faust_floor` as `faust -A bench.floorapp:app worker`, configured through
 the environment (FLOOR_*). It uses the knobs our stages use where they bear on cost
 (at-least-once, raw bytes, the same stream buffer, producer buffer and linger), and no
-tables, decoding or metrics: whatever it costs per record, every Faust stage pays.
+tables, decoding or metrics: whatever it costs per record, every Faust stage pays. It is
+tuned by the stages' runtime (`pipelines.runtime.tune`), as `make_app` tunes every stage,
+unless FLOOR_RUNTIME=off (Faust as shipped, for the before/after figures);
+FLOOR_SKIP=lever,lever leaves levers out (patch names of `pipelines.runtime`, "uvloop").
 When it has handled FLOOR_RECORDS records it writes "<records/s> <CPU s per record>" to
 FLOOR_OUT and keeps idling until stopped.
 """
@@ -17,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.transport.producer import ProducerBuffer
+
+from pipelines import runtime
+from pipelines.stages.faustapp import Worker
 
 RECORDS = int(os.environ.get("FLOOR_RECORDS", "0"))
 TOPIC = os.environ.get("FLOOR_TOPIC", "floor")
 FORWARD = os.environ.get("FLOOR_MODE", "forward") == "forward"
 OUT = Path(os.environ.get("FLOOR_OUT", "floor.out"))
+TUNED = os.environ.get("FLOOR_RUNTIME", "on") != "off"
 
-ProducerBuffer.max_messages = 5000  # as in pipelines.stages.faustapp.make_app
 app = faust.App(
     f"floor-{TOPIC}",
     broker=os.environ.get("FLOOR_BROKER", "kafka://127.0.0.1:9092"),
@@ -39,6 +44,13 @@ app = faust.App(
     producer_acks=-1,
     producer_linger=0.05,
 )
+if TUNED:
+    runtime.tune(app, strict=True, skip=os.environ.get("FLOOR_SKIP", "").split(","))
+    app.conf.Worker = Worker  # the stages' worker (no spinner hook turning on DEBUG)
+else:
+    from faust.transport.producer import ProducerBuffer
+
+    ProducerBuffer.max_messages = 5000  # as the runtime sets it
 RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,

@@ -24,10 +24,11 @@ import collections
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import faust
 
+from pipelines import runtime
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordError
 from pipelines.serde import serde_for
@@ -86,47 +87,70 @@ _expiry: dict[int, collections.deque[tuple[int, bytes]]] = collections.defaultdi
 _started = {"resent": False}
 
 
+BATCH = 500  # events folded before the partials they touched are written (and acked)
+BATCH_WITHIN_S = 0.2  # a batch that does not fill is folded after this long
+
+
 @app.agent(sources)
-async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-    """Fold each order and notification event into its partition's window partials."""
-    async for event in stream.events():
-        topic = settings.logical_topic(event.message.topic)
-        metrics.received(topic)
-        if redriven_for_another(event.headers, "analytics.dlq"):
-            yield None  # the order stage's dead letter: this stage counted the original
-            continue
-        ref = record_ref(event)
-        if schema_gate.blocked(ref.value):
-            await schema_gate.ready(ref.value)  # a registry outage waits, never DLQs
-        try:
-            record = serde.decode(ref.value or b"", SCHEMAS[topic], source=ref)
-        except RecordError as exc:
-            await dead_letters.write(ref, str(exc))
-            yield None
-            continue
-        problem = windows.unusable_time(topic, record)
-        if problem is not None:  # replay skips it by the same test
-            await dead_letters.write(ref, problem)
-            yield None
-            continue
-        _fold(topic, record, event.message)
-        _expire(ref.partition, partials)
-        yield None
+async def aggregate(stream: faust.StreamT[bytes]) -> None:
+    """Fold each order and notification event into its partition's window partials.
+
+    Events are taken in batches: a window's partial is read and changed per event but
+    written to the table (and its changelog) once per batch, for the last event that
+    touched it, before the batch is acknowledged. A batch lost in a crash is taken again;
+    the partials' applied offsets keep what was written from being counted twice.
+    """
+    batches = cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WITHIN_S)
+    async for events in batches:
+        touched: dict[bytes, tuple[dict[str, Any], faust.EventT[bytes]]] = {}
+        for event in events:
+            with runtime.acting_for(event):
+                await _take(event, touched)
+        for key, (entry, event) in touched.items():
+            with runtime.acting_for(event):
+                partials[key] = entry
 
 
-def _fold(topic: str, record: dict[str, Any], message: Any) -> None:
+async def _take(event: faust.EventT[bytes], touched: dict[bytes, Any]) -> None:
+    topic = settings.logical_topic(event.message.topic)
+    metrics.received(topic)
+    if redriven_for_another(event.headers, "analytics.dlq"):
+        return  # the order stage's dead letter: this stage counted the original
+    ref = record_ref(event)
+    if schema_gate.blocked(ref.value):
+        await schema_gate.ready(ref.value)  # a registry outage waits, never DLQs
+    try:
+        record = serde.decode(ref.value or b"", SCHEMAS[topic], source=ref)
+    except RecordError as exc:
+        await dead_letters.write(ref, str(exc))
+        return
+    problem = windows.unusable_time(topic, record)
+    if problem is not None:  # replay skips it by the same test
+        await dead_letters.write(ref, problem)
+        return
+    _fold(topic, record, event, touched)
+    _expire(ref.partition, partials, touched)
+
+
+def _fold(
+    topic: str, record: dict[str, Any], event: faust.EventT[bytes], touched: dict[bytes, Any]
+) -> None:
+    message = event.message
     event_ms = int(record[windows.EVENT_TIME[topic]])
     late = windows.is_late(round(message.timestamp * 1000), event_ms, config)
     for c in windows.contributions(topic, record, config):
         key = f"{c.window_key}#{message.partition}"
-        entry = partials.get(key.encode()) or {"partial": windows.empty(), "applied": {}}
+        bkey = key.encode()
+        held = touched.get(bkey)
+        entry = held[0] if held else partials.get(bkey)
+        entry = entry or {"partial": windows.empty(), "applied": {}}
         if entry["applied"].get(topic, -1) >= message.offset:
             continue  # applied before a crash or rebalance: the partial already has it
         entry = {
             "partial": windows.add(entry["partial"], c, late),
             "applied": {**entry["applied"], topic: message.offset},
         }
-        partials[key.encode()] = entry
+        touched[bkey] = (entry, event)
         _mark(key, c.window_key, c.size_ms, message.partition, entry["partial"])
 
 
@@ -146,12 +170,13 @@ def _mark(
         _expiry[partition].append((closes + 3600_000, key.encode()))
 
 
-def _expire(partition: int, store: Any, budget: int = 8) -> None:
+def _expire(partition: int, store: Any, touched: dict[bytes, Any], budget: int = 8) -> None:
     """Forget partials an hour after their window closed (in this partition's context)."""
     queue, now = _expiry[partition], now_ms()
     while queue and budget and queue[0][0] < now:
         _at, key = queue.popleft()
         store.pop(key, None)
+        touched.pop(key, None)
         _closing.pop(key.decode(), None)
         budget -= 1
 

@@ -160,9 +160,11 @@ policy = notify.Policy(
 metrics = StageMetrics("notifications")
 delivery_metrics = DeliveryMetrics(metrics)
 app = make_app("notifications", settings)
-# Every send waits for its attempt record to be acknowledged, so producer linger sits on
-# the path of each send; 5 ms still batches the records of concurrent actors.
-app.conf.producer_linger = 0.005
+# Every send waits for its attempt record to be acknowledged, and each result for its
+# own, so producer linger sits twice on the path of each send: none at all. Records of
+# concurrent actors still share a request while one is in flight (bench.notifications,
+# provider at 0 ms: 57 -> 210 sends/s at concurrency 1, 419 -> 650 at concurrency 8).
+app.conf.producer_linger = 0.0
 
 
 def _topic(name: str) -> faust.TopicT:

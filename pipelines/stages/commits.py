@@ -46,6 +46,8 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from pipelines.runtime.patching import Patch, Target
+
 log = logging.getLogger(__name__)
 
 STALE_S = 30.0  # how long records past a sought offset count as fetched before the seek
@@ -84,12 +86,8 @@ def is_stale(offset: int, wanted: int, sought_for_s: float) -> bool:
     return offset < wanted or (offset > wanted and sought_for_s < STALE_S)
 
 
-def _patch_seeks() -> None:
+def _guard_seeks(base_seek: Any, base_getmany: Any, base_seek_to_committed: Any) -> tuple[Any, ...]:
     """Remember every seek, and hold back the records fetched before it."""
-    base_seek = Consumer.seek
-    base_getmany = Consumer.getmany
-    driver = faust_aiokafka.Consumer
-    base_seek_to_committed = driver.seek_to_committed
 
     def streamed(consumer: Any, topic: str) -> bool:
         # Only stream inputs: table changelogs are read by Faust's recovery, which seeks
@@ -131,9 +129,7 @@ def _patch_seeks() -> None:
                 del expected[tp]
             yield tp, message
 
-    Consumer.seek = seek  # type: ignore[method-assign]
-    Consumer.getmany = getmany  # type: ignore[method-assign]
-    driver.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    return seek, getmany, seek_to_committed
 
 
 def hold_partitions(consumer: Any, hold: Callable[[TP], bool]) -> None:
@@ -163,7 +159,7 @@ def _positions(consumer: Any) -> str:
     return "; ".join(parts)
 
 
-def _patch_final_commit() -> None:
+def _final_commit(base: Any) -> tuple[Any]:
     """Make the commit at shutdown happen even while the timer's commit is in flight.
 
     Faust's `commit()` returns without committing when another commit is running (it only
@@ -171,17 +167,16 @@ def _patch_final_commit() -> None:
     the last second of work would stay uncommitted and be done again by the worker that
     takes the partitions over. A drained worker must hand over exactly where it stopped.
     """
-    base = Consumer.commit_and_end_transactions
 
     async def commit_and_end_transactions(self: Consumer) -> None:
         if not await commit_now(self):
             await base(self)
         log.debug("final commit: %s", _positions(self))
 
-    Consumer.commit_and_end_transactions = commit_and_end_transactions  # type: ignore[method-assign]
+    return (commit_and_end_transactions,)
 
 
-def _patch_commit_on_revoke() -> None:
+def _commit_on_revoke(base: Any) -> tuple[Any]:
     """Commit what is done before a rebalance takes partitions away.
 
     Faust drops its bookkeeping of revoked partitions first and commits afterwards, so
@@ -190,7 +185,6 @@ def _patch_commit_on_revoke() -> None:
     own advice is to commit in the revoke callback; records still in flight are not
     acknowledged yet and stay uncommitted, which is the documented bound.
     """
-    base = Consumer.on_partitions_revoked
 
     async def on_partitions_revoked(self: Consumer, revoked: Any) -> None:
         # What Faust does a moment later anyway (stop handing records to the streams, let
@@ -204,25 +198,19 @@ def _patch_commit_on_revoke() -> None:
             log.warning("commit before revoking %d partitions failed: %r", len(revoked), exc)
         await base(self, revoked)
 
-    Consumer.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
+    return (on_partitions_revoked,)
 
 
-def _patch_new_offset() -> None:
+def _refuse_hole_at_head(original: Any) -> tuple[Any]:
     """Make every Faust consumer refuse to commit across a hole at the head."""
-    if getattr(Consumer, "_sluice_commits_patched", False):
-        return
-    original = Consumer._new_offset
 
     def _new_offset(self: Consumer, tp: Any) -> int | None:
         if hole_at_head(self._acked.get(tp) or [], self._committed_offset.get(tp)):
             return None
-        return original(self, tp)
+        offset: int | None = original(self, tp)
+        return offset
 
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-    Consumer._sluice_commits_patched = True  # type: ignore[attr-defined]
-    _patch_seeks()
-    _patch_final_commit()
-    _patch_commit_on_revoke()
+    return (_new_offset,)
 
 
 def _idle_behind(consumer: Any, tp: Any, committed: int | None, busy: set[Any]) -> bool:
@@ -290,8 +278,8 @@ class HoleHealer:
 
 
 def install(app: faust.App, interval_s: float = 2.0) -> HoleHealer:
-    """Guard `app`'s commits (see the module docstring)."""
-    _patch_new_offset()
+    """Run the healer of `app`'s commit holes (the class-level half of the guard is
+    `PATCHES`, applied by `pipelines.runtime` when the app is made)."""
     healer = HoleHealer(app)
 
     @app.timer(interval_s)  # type: ignore[untyped-decorator]
@@ -299,3 +287,35 @@ def install(app: faust.App, interval_s: float = 2.0) -> HoleHealer:
         await healer.tick()
 
     return healer
+
+
+PATCHES = (
+    Patch(
+        "commit_guard_hole_at_head",
+        "never commit past a hole of one record at the head (faust-streaming #312/#606)",
+        (Target(Consumer, "_new_offset", "1d2c7ea89a7ad4f1"),),
+        _refuse_hole_at_head,
+    ),
+    Patch(
+        "commit_guard_seeks",
+        "remember seeks; drop records fetched before them; enforce backpressure holds",
+        (
+            Target(Consumer, "seek", "b86a9fe05f956b30"),
+            Target(Consumer, "getmany", "4b168d84882a70d6"),
+            Target(faust_aiokafka.Consumer, "seek_to_committed", "f1d483b861b0328b"),
+        ),
+        _guard_seeks,
+    ),
+    Patch(
+        "commit_guard_final_commit",
+        "the commit at shutdown happens even while the timer's commit is in flight",
+        (Target(Consumer, "commit_and_end_transactions", "892377824b11a2ee"),),
+        _final_commit,
+    ),
+    Patch(
+        "commit_guard_commit_on_revoke",
+        "commit what is done before a rebalance takes partitions away",
+        (Target(Consumer, "on_partitions_revoked", "d04b7ae72c6fc206"),),
+        _commit_on_revoke,
+    ),
+)

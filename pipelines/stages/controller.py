@@ -94,6 +94,9 @@ class Controller:
 
         Faust re-activates partitions on other paths too (a drained stream buffer), so the
         decision is also enforced where records are fetched (`commits.hold_partitions`).
+        This is per consumer, not per class, on purpose: only an app with a controller
+        filters its resumes. `pipelines.runtime` fingerprints the method wrapped here
+        (`backpressure_resume_guard`), like every class-level patch.
         """
         consumer = self.app.consumer
         if getattr(consumer, "_sluice_resume_guarded", False):
