@@ -7,7 +7,8 @@ Throughput: the same backlog of N orders (and the same seeded stock) is drained 
       dicts for state (no changelog, no crash safety), and the same batched records
       (one stock request record per SKU partition and poll, one result record per
       order partition and poll)
-each on its own topic prefix, measured from first record to the N-th terminal event.
+each on its own topic prefix, measured from the first to the N-th terminal event (by the
+times the stage stamps on them: start-up and recovery are not counted).
 After each drained run the records consumed and produced per order are counted by topic
 from the topics' end offsets before and after it (`--records` prints them).
 
@@ -170,9 +171,9 @@ def faust_stage(bootstrap: str, orders: int, tmp: Path, store: str = "rocksdb://
     before = _end_offsets(settings)
     try:
         worker = fleet.start("orders")
-        started = time.monotonic()
         worker.wait_ready()
-        rate = orders / (_wait_ended(settings, orders) - started)
+        _wait_ended(settings, orders)
+        rate = _drain_rate(settings)
         CENSUS.setdefault("faust", _census(settings, orders, before, FAUST_INPUTS))
         return rate
     finally:
@@ -185,10 +186,10 @@ def bare_loop(bootstrap: str, orders: int, tmp: Path) -> float:
     before = _end_offsets(settings)
     stop = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(BareLoop(settings, stop).run()))
-    started = time.monotonic()
     thread.start()
     try:
-        rate = orders / (_wait_ended(settings, orders) - started)
+        _wait_ended(settings, orders)
+        rate = _drain_rate(settings)
         CENSUS.setdefault("bare", _census(settings, orders, before, BARE_INPUTS))
         return rate
     finally:
@@ -339,8 +340,8 @@ class _Out:
     outcomes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
-def latency_run(
-    bootstrap: str, rate: float, seconds: float, workers: int, tmp: Path
+def latency_run(  # noqa: PLR0917
+    bootstrap: str, rate: float, seconds: float, workers: int, tmp: Path, store: str
 ) -> dict[str, float | None]:
     """p50/p99 placed -> terminal at a fixed rate through the Faust stage."""
     settings = Settings(
@@ -348,6 +349,7 @@ def latency_run(
         topic_prefix=f"l{uuid.uuid4().hex[:6]}.",
         data_dir=tmp / "latency",
         backpressure=NO_BACKPRESSURE,
+        store=store,  # type: ignore[arg-type]
     )
     admin.ensure_topics(settings)
     seed_inventory(settings, domain.DEFAULT_SKUS, scale=50)
@@ -356,8 +358,7 @@ def latency_run(
     try:
         for _ in range(workers):
             fleet.start("orders")
-        for worker in fleet.workers:
-            worker.wait_ready()
+        _settled_group(fleet)
         produce_orders(
             settings, OrderRun(count=count, rate=rate, generator=GeneratorConfig(seed=10))
         )
@@ -366,6 +367,35 @@ def latency_run(
     finally:
         fleet.stop_all()
         _cleanup(settings)
+
+
+def _settled_group(fleet: Fleet, timeout: float = 90.0) -> None:
+    """Wait until every worker has partitions and none is rebalancing, twice in a row a
+    second apart: a worker that joins late would otherwise rebalance the group while the
+    orders flow, and the run would measure the rebalance, not the stage."""
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while calm < 2 and time.monotonic() < deadline:
+        for worker in fleet.workers:
+            worker.wait_ready()
+        bodies = [worker.get_json("/health") or {} for worker in fleet.workers]
+        steady = all(b.get("assigned_partitions") and not b.get("rebalancing") for b in bodies)
+        calm = calm + 1 if steady else 0
+        time.sleep(1.0)
+
+
+def _drain_rate(settings: Settings) -> float:
+    """Orders per second between the first and the last terminal event (their own times,
+    stamped by the stage): start-up, recovery and the first fetch are not counted, for
+    either contender."""
+    from consumers.tail import StartAt, read
+
+    times = [
+        row["value"].get("confirmed_at") or row["value"]["rejected_at"]
+        for name in OUTCOMES
+        for row in read(settings, name, StartAt("beginning"))
+    ]
+    return (len(times) - 1) / max(0.001, (max(times) - min(times)) / 1000)
 
 
 def _latencies(settings: Settings) -> dict[str, float | None]:
@@ -378,7 +408,9 @@ def _latencies(settings: Settings) -> dict[str, float | None]:
             sample.add((value.get("confirmed_at") or value["rejected_at"]) - value["placed_at"])
     return {
         "p50_ms": sample.quantile(0.5),
+        "p90_ms": sample.quantile(0.9),
         "p99_ms": sample.quantile(0.99),
+        "max_ms": sample.quantile(1.0),
         "orders": float(sample.count),
     }
 
@@ -398,6 +430,7 @@ def main() -> None:
     parser.add_argument("--latency-workers", type=int, default=2)
     parser.add_argument("--store", default="rocksdb://", choices=("rocksdb://", "memory://"))
     parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency run")
     parser.add_argument(
         "--only", choices=("faust", "bare"), help="run one contender (profiling, census)"
     )
@@ -416,23 +449,27 @@ def main() -> None:
             contenders = {
                 k: v for k, v in contenders.items() if (k == ours) == (args.only == "faust")
             }
-        results = rounds(contenders, args.repeats)
-        report(
-            f"Order stage: drain {args.orders:,} orders, 6 partitions, store {args.store}",
-            results,
-            ours if ours in results else peer,
-            unit="orders/s",
-        )
-        for name, census in CENSUS.items():
-            print(f"\n  Records per order, {name} (first round):")
-            print("\n".join(census.lines()))
+        if not args.latency_only:
+            results = rounds(contenders, args.repeats)
+            report(
+                f"Order stage: drain {args.orders:,} orders, 6 partitions, store {args.store}",
+                results,
+                ours if ours in results else peer,
+                unit="orders/s",
+            )
+            for name, census in CENSUS.items():
+                print(f"\n  Records per order, {name} (first round):")
+                print("\n".join(census.lines()))
         if args.no_latency:
             return
-        lat = latency_run(bootstrap, args.rate, args.seconds, args.latency_workers, root)
+        lat = latency_run(
+            bootstrap, args.rate, args.seconds, args.latency_workers, root, args.store
+        )
         print(
             f"\nLatency at {args.rate:.0f} orders/s for {args.seconds:.0f}s with "
             f"{args.latency_workers} workers: placed -> terminal p50 {lat['p50_ms']} ms, "
-            f"p99 {lat['p99_ms']} ms over {lat['orders']:.0f} orders"
+            f"p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms "
+            f"over {lat['orders']:.0f} orders"
         )
 
 

@@ -50,7 +50,7 @@ from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
-from pipelines.stages.batches import Ledger, as_current, batches
+from pipelines.stages.batches import Ledger, as_current, batches, short_fetch_waits
 from pipelines.stages.deadletter import DeadLetters, redriven_for_another
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -81,6 +81,7 @@ serde = serde_for(settings, client_retries=0)  # the schema gate retries, off th
 config = saga.SagaConfig(decline_rate=settings.orders.decline_rate, partitions=settings.partitions)
 metrics = StageMetrics("orders")
 app = make_app("orders", settings)
+short_fetch_waits(app)
 
 
 def _topic(name: str, **kw: Any) -> faust.TopicT:
@@ -121,7 +122,7 @@ install_web(app, metrics, {"orders": orders, "inventory": inventory, **outcomes}
 controller = backpressure_controller.install(
     app, settings, EDGES["orders"], ["orders.placed"], metrics
 )
-topics = Topics(settings, serde, metrics, ledger, NOTIFICATION_TOPICS)
+topics = Topics(settings, serde, metrics, NOTIFICATION_TOPICS)
 book = stock.StockBook()
 pruning = stock.Pruning(settings.orders.request_retention_s * 1000)
 
@@ -134,7 +135,9 @@ async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         batch = SagaBatch(orders, outcomes)
         for event in events:
             await _saga_event(event, batch)
-        await batch.flush(topics)
+        outbox = ledger.outbox()
+        batch.fill(outbox, topics)
+        await outbox.send()
         for message in batch.placed:  # handled and sent: acknowledged next
             controller.taken(message.topic, message.partition, message.offset)
         _observe(batch.logical, started)
@@ -255,9 +258,11 @@ async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         batch = StockBatch(inventory, book)
         for event in events:
             await _stock_event(event, batch)
-        await batch.flush(topics)
+        outbox = ledger.outbox()
+        batch.fill(outbox, topics)
         for partition in batch.partitions:
-            await pruning.prune(partition, book, ledger, inventory, now_ms())
+            pruning.prune(partition, book, outbox, inventory, now_ms())
+        await outbox.send()
         _observe(batch.logical, started)
         yield None
 

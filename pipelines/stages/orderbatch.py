@@ -10,10 +10,10 @@ at a time, and gather what the events make them write instead of writing it at o
   per partition and batch instead of one per order line;
 * statuses keep the last per order (orders.status is compacted: only the last counts).
 
-`flush` sends everything, changelog records included, through the app's producer before
-the batch is acknowledged. The order is side effects first (requests, notifications,
-statuses), then states and outcomes, then (stock owner) decisions before results; no
-guarantee rests on that order, since nothing is committed before all of it is flushed.
+`fill` puts everything, changelog records included, into the batch's outbox, which the
+agent sends through the app's producer before the batch is acknowledged. No guarantee
+rests on the order of the records in it (they go to many partitions, which a crash can
+lose independently): nothing is committed before all of them are delivered.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pipelines.catalog import STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.serde import Serde
 from pipelines.settings import Settings
 from pipelines.stages import saga, stock
-from pipelines.stages.batches import Ledger, dumps
+from pipelines.stages.batches import Outbox, dumps
 from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.homing import home_partition
 
@@ -48,23 +48,28 @@ class Topics:
         settings: Settings,
         serde: Serde,
         metrics: StageMetrics,
-        ledger: Ledger,
         notification_topics: Mapping[str, str],
     ) -> None:
-        self.settings, self.serde, self.metrics, self.ledger = settings, serde, metrics, ledger
+        self.settings, self.serde, self.metrics = settings, serde, metrics
         self.notification_topics = notification_topics
 
-    async def send(
+    def add(
         self,
+        outbox: Outbox,
         logical: str,
         key: bytes | None,
         schema: str,
         record: Mapping[str, Any],
+        *,
         partition: int | None = None,
     ) -> None:
+        """Encode `record` into `outbox`, to `partition` or else the key's (murmur2, as the
+        Java client, aiokafka and Faust choose; every pipeline topic has the same count)."""
         physical = self.settings.topic(logical)
         value = self.serde.encode(schema, record, topic=physical)
-        await self.ledger.send(physical, key, value, partition)
+        if partition is None:
+            partition = home_partition(key or b"", self.settings.partitions)
+        outbox.add(physical, partition, key, value)
         self.metrics.sent(logical)
 
     def encode_outcome(self, kind: str, record: Mapping[str, Any]) -> bytes:
@@ -109,23 +114,23 @@ class SagaBatch:
             kind, record = effects.outcome
             self.ended_now[key] = (event, kind, record)
 
-    async def flush(self, topics: Topics) -> None:
-        """Send it all: requests, notifications, statuses, then states and outcomes."""
+    def fill(self, outbox: Outbox, topics: Topics) -> None:
+        """Everything to send: requests, notifications, statuses, states and outcomes."""
         for partition, requests in sorted(self.requests.items()):
-            await topics.send(STOCK_REQUESTS, None, REQUESTS, {"requests": requests}, partition)
+            topics.add(
+                outbox, STOCK_REQUESTS, None, REQUESTS, {"requests": requests}, partition=partition
+            )
         for note in self.notes:
             topic = topics.notification_topics[note["channel"]]
-            await topics.send(topic, note["notification_id"].encode(), NOTIFICATION, note)
+            topics.add(outbox, topic, note["notification_id"].encode(), NOTIFICATION, note)
         for order_id, status in self.statuses.items():
-            await topics.send("orders.status", order_id.encode(), STATUS, status)
-        ledger = topics.ledger
+            topics.add(outbox, "orders.status", order_id.encode(), STATUS, status)
         for key, (event, state) in self.states.items():
-            await ledger.put(self.orders, event, key, state, dumps(state))
+            outbox.put(self.orders, event, key, state, dumps(state))
         for key, (event, kind, record) in self.ended_now.items():
             encoded = topics.encode_outcome(kind, record)
-            await ledger.put(self.outcomes[kind], event, key, encoded, encoded)
+            outbox.put(self.outcomes[kind], event, key, encoded, encoded)
             topics.metrics.sent(f"orders.{kind}")
-        ledger.remember_offsets()
 
 
 class StockBatch:
@@ -168,13 +173,15 @@ class StockBatch:
             home = home_partition(request["order_id"].encode(), partitions)
             self.results[home].append(step.result)
 
-    async def flush(self, topics: Topics) -> None:
-        """Send it all: decisions (the changelog), results, forwarded requests."""
-        ledger = topics.ledger
+    def fill(self, outbox: Outbox, topics: Topics) -> None:
+        """Everything to send: decisions (the changelog), results, forwarded requests."""
         for key, (event, decision) in self.decisions.items():
-            await ledger.put(self.inventory, event, key.encode(), decision, dumps(decision))
+            outbox.put(self.inventory, event, key.encode(), decision, dumps(decision))
         for partition, results in sorted(self.results.items()):
-            await topics.send(STOCK_RESULTS, None, RESULTS, {"results": results}, partition)
+            topics.add(
+                outbox, STOCK_RESULTS, None, RESULTS, {"results": results}, partition=partition
+            )
         for partition, requests in sorted(self.forwards.items()):
-            await topics.send(STOCK_REQUESTS, None, REQUESTS, {"requests": requests}, partition)
-        ledger.remember_offsets()
+            topics.add(
+                outbox, STOCK_REQUESTS, None, REQUESTS, {"requests": requests}, partition=partition
+            )

@@ -252,9 +252,7 @@ class Pruning:
                 out.append(key)
         return out
 
-    async def prune(
-        self, partition: int, book: StockBook, ledger: Any, table: Any, now_ms: int
-    ) -> None:
+    def prune(self, partition: int, book: StockBook, outbox: Any, table: Any, now_ms: int) -> None:
         """Delete the due decisions of `partition` (tombstones in its changelog partition)."""
         for key in self.due(partition, book, now_ms):
-            await ledger.delete(table, partition, key.encode())
+            outbox.delete(table, partition, key.encode())

@@ -100,14 +100,34 @@ def test_the_faust_internals_batches_rely_on_keep_their_shape() -> None:
     assert "current_event()" in inspect.getsource(rocksdb.Store._set)
 
 
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+class FakeBatch:
+    def __init__(self, room: int) -> None:
+        self.room, self.records, self.closed = room, [], False
 
-    async def send(self, topic: str, value: Any, *, key: Any, partition: Any, headers: Any) -> Any:
-        self.sent.append((topic, key, value, partition))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        return future
+    def append(self, *, timestamp: Any, key: Any, value: Any) -> Any:
+        if self.closed or len(self.records) >= self.room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeProducer:
+    def __init__(self, room: int = 100) -> None:
+        self.room = room
+        self.sent: list[tuple[str, int, list[Any], bool]] = []
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.room)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, batch.records, batch.closed))
+        return asyncio.get_running_loop().create_future()
 
 
 class FakeTable:
@@ -125,25 +145,43 @@ class FakeEvent:
     message = FakeMessage()
 
 
-def test_a_ledger_write_is_the_table_entry_and_its_changelog_record() -> None:
+def _outbox(producer: FakeProducer) -> batches.Outbox:
     ledger = batches.Ledger(app=None)  # type: ignore[arg-type]
-    producer = FakeProducer()
     ledger._producer = producer
+    return ledger.outbox()
+
+
+def test_an_outbox_write_is_the_table_entry_and_its_changelog_record() -> None:
+    producer = FakeProducer()
+    outbox = _outbox(producer)
     table = FakeTable()
-
-    async def run() -> None:
-        state = {"order": {"order_id": "O-1"}, "results": {}}
-        await ledger.put(table, FakeEvent(), b"O-1", state, batches.dumps(state))
-        await ledger.delete(table, 4, b"O-1")
-        ledger.remember_offsets()  # an in-memory store: no offsets to keep
-
-    asyncio.run(run())
-    topic, key, value, partition = producer.sent[0]
-    assert (topic, key, partition) == ("orders-changelog", b"O-1", 4)
-    assert value is not None
-    assert json.loads(value) == {"order": {"order_id": "O-1"}, "results": {}}
-    assert producer.sent[1] == ("orders-changelog", b"O-1", None, 4)  # the tombstone
+    state = {"order": {"order_id": "O-1"}, "results": {}}
+    outbox.put(table, FakeEvent(), b"O-1", state, batches.dumps(state))
+    assert table.data == {b"O-1": state}  # in the store at once
+    outbox.add("orders.status", 4, b"O-1", b"status")
+    outbox.delete(table, 4, b"O-1")
     assert table.data == {}
+    asyncio.run(outbox.send())
+    changelog, status = producer.sent
+    assert changelog[:2] == ("orders-changelog", 4)
+    (key, value), tombstone = changelog[2]
+    assert key == b"O-1"
+    assert json.loads(value) == state
+    assert tombstone == (b"O-1", None)
+    assert status == ("orders.status", 4, [(b"O-1", b"status")], True)
+    assert all(closed for *_rest, closed in producer.sent)  # closed: no linger
+
+
+def test_a_full_producer_batch_is_sent_and_the_rest_goes_in_the_next() -> None:
+    producer = FakeProducer(room=2)
+    outbox = _outbox(producer)
+    for n in range(5):
+        outbox.add("t", 1, None, bytes([n]))
+    asyncio.run(outbox.send())
+    assert [len(records) for _t, _p, records, _c in producer.sent] == [2, 2, 1]
+    assert [v for *_x, records, _c in producer.sent for _k, v in records] == [
+        bytes([n]) for n in range(5)
+    ]
 
 
 def test_only_a_rocksdb_store_has_offsets_to_remember() -> None:
@@ -151,3 +189,29 @@ def test_only_a_rocksdb_store_has_offsets_to_remember() -> None:
         data = MemoryStore.__new__(MemoryStore)
 
     assert not batches._on_disk(Table())
+
+
+def test_a_closed_producer_batch_does_not_wait_out_the_linger() -> None:
+    """What `Outbox.send` relies on in aiokafka: a closed batch is ready to go at once."""
+    from aiokafka.producer.message_accumulator import BatchBuilder, MessageBatch
+    from aiokafka.structs import TopicPartition
+
+    async def check() -> None:  # a MessageBatch makes its future on the running loop
+        builder = BatchBuilder(16384, 0)
+        assert builder.append(timestamp=None, key=b"k", value=b"v") is not None
+        lingering = MessageBatch(TopicPartition("t", 0), builder, 60.0, 0.05)
+        assert lingering.remaining_linger() is not None
+        builder.close()
+        assert lingering.remaining_linger() is None
+
+    asyncio.run(check())
+
+
+def test_the_fetch_wait_it_caps_is_still_where_it_was() -> None:
+    """Faust still hard-codes the worker consumer's long poll, and aiokafka's fetcher
+    still builds its requests from the attribute `short_fetch_waits` sets."""
+    from aiokafka.consumer import fetcher
+    from faust.transport.drivers import aiokafka as driver
+
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(driver.AIOKafkaConsumerThread)
+    assert "self._fetch_max_wait_ms" in inspect.getsource(fetcher.Fetcher._get_actions_per_node)
