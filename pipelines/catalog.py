@@ -97,13 +97,15 @@ CATALOG: tuple[TopicSpec, ...] = (
         "inventory.reservations",
         "sku",
         f"{NS}.inventory.ReservationRequested",
-        "Per-line stock reservations and releases, repartitioned by SKU.",
+        "Per-line stock requests, keyed by SKU: restocks (`sluice produce inventory`); the "
+        "order stage forwards them to its own batched requests topic.",
     ),
     TopicSpec(
         "inventory.results",
         "order_id",
         f"{NS}.inventory.ReservationResult",
-        "Outcome of each line's reservation, keyed back by order id.",
+        "Per-line reservation results (v1); read by the saga for records from before "
+        "requests were batched, no longer written.",
     ),
     TopicSpec(
         "notifications.email",
@@ -171,6 +173,10 @@ APP_IDS = {
 
 #: The order stage's repartition topic: placements re-keyed by order id (internal).
 PLACED_REKEYED = f"{APP_IDS['orders']}-placed-rekeyed"
+#: The order stage's stock requests, batched per SKU-owner partition (internal).
+STOCK_REQUESTS = f"{APP_IDS['orders']}-stock-requests"
+#: The stock owner's results, batched per order partition (internal).
+STOCK_RESULTS = f"{APP_IDS['orders']}-stock-results"
 
 
 def _changelog(app: str, table: str, doc: str) -> TopicSpec:
@@ -199,13 +205,30 @@ def _leader(app: str) -> TopicSpec:
 INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
     "orders": (
         _changelog("orders", "orders", "Saga state per order (the orders app's table)."),
-        _changelog("orders", "inventory", "Stock per SKU and stock decisions per request."),
+        _changelog(
+            "orders",
+            "inventory",
+            "Stock decisions per request, each with the levels it set (the stock per SKU).",
+        ),
         TopicSpec(
             PLACED_REKEYED,
             "order_id",
             f"{NS}.orders.OrderPlaced",
             "Placed orders whose record key or partition was not their order id's (keyless, "
             "or from a producer that keys otherwise), re-keyed by order id for the saga.",
+        ),
+        TopicSpec(
+            STOCK_REQUESTS,
+            "none (sent to the SKUs' partition)",
+            f"{NS}.inventory.StockRequests",
+            "The saga's stock requests, one per order and SKU partition, batched per "
+            "partition; restocks from inventory.reservations are forwarded here too.",
+        ),
+        TopicSpec(
+            STOCK_RESULTS,
+            "none (sent to the orders' partition)",
+            f"{NS}.inventory.StockResults",
+            "The stock owner's decisions, batched per order partition, for the saga.",
         ),
         _leader("orders"),
     ),

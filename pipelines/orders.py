@@ -2,31 +2,39 @@
 
 Two agents, one consumer group (`sluice-orders`):
 
-* `saga` reads orders.placed and inventory.results (both keyed by order id, so one
+* `saga` reads orders.placed and the stock results (both keyed by order id, so one
   worker owns all of an order's events), keeps each order's saga state in the `orders`
   table and publishes the outcome;
-* `inventory` reads inventory.reservations (keyed by SKU, so one worker owns a SKU's
-  stock) and keeps stock and per-request decisions in the `inventory` table.
+* `inventory` reads the stock requests (one partition per set of SKUs, so one worker
+  owns a SKU's stock) and keeps its decisions, each with the levels it set, in the
+  `inventory` table; the per-SKU levels are an index rebuilt from them on recovery.
+
+Both agents take their events in batches of what has arrived (`batches`). A batch sends
+one stock request record per SKU partition (one request per order and partition), one
+result record per order partition, and one state record per order it touched; all of
+it, changelog records included, goes through the app's producer before the batch is
+acknowledged (`Ledger`), so Faust's commit, which flushes that producer first, never
+commits an offset whose effects could be lost.
 
 Processing is at-least-once (Faust's exactly_once mode is not used: in faust-streaming
 it binds transactions to output partitions, which breaks for repartitioning topologies
-like this one). Exactly-once *outcomes* come from the tables instead: `confirmed`,
-`rejected` and `status` are tables whose changelog topics are orders.confirmed,
-orders.rejected and orders.status themselves, so writing the outcome and remembering
-that the order has ended are a single record. After a crash the tables are restored
-from those topics, and a replayed event finds its order already ended.
+like this one). Exactly-once *outcomes* come from the tables instead: `confirmed` and
+`rejected` are tables whose changelog topics are orders.confirmed and orders.rejected
+themselves, so writing the outcome and remembering that the order has ended are a
+single record. After a crash the tables are restored from those topics, and a replayed
+event finds its order already ended. Statuses (orders.status) are plain outputs: nothing
+reads them back here.
 
 A placement that is not in its order id's partition under its order id as key (a
 keyless record from Kafka Connect or a console producer, another key, another
 partitioner) is re-keyed through the app's own repartition topic (`PLACED_REKEYED`,
-co-partitioned with inventory.results) before the saga touches any stock; see
+co-partitioned with the results) before the saga touches any stock; see
 `pipelines.stages.homing`. Re-producing it onto orders.placed instead would count it
 twice in analytics and in the intake's recovery, which read that topic too.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,13 +43,14 @@ from typing import Any
 import faust
 
 from pipelines.backpressure import EDGES
-from pipelines.catalog import PLACED_REKEYED
+from pipelines.catalog import PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
+from pipelines.stages.batches import Ledger, as_current, batches, short_fetch_waits
 from pipelines.stages.deadletter import DeadLetters, redriven_for_another
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -56,20 +65,23 @@ from pipelines.stages.faustapp import (
     table,
 )
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
+from pipelines.stages.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
 from pipelines.stages.schemagate import SchemaGate
 from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 
 PLACED = "sluice.orders.OrderPlaced"
-RESULT = "sluice.inventory.ReservationResult"
-REQUEST = "sluice.inventory.ReservationRequested"
+RESULT = "sluice.inventory.ReservationResult"  # v1, one line: before requests were grouped
+REQUEST = "sluice.inventory.ReservationRequested"  # v1, one line: restocks
+MAX_BATCH = 500  # events per batch at most
 
 settings = stage_settings()  # bad settings: one line, no traceback
 serde = serde_for(settings, client_retries=0)  # the schema gate retries, off the event loop
-config = saga.SagaConfig(decline_rate=settings.orders.decline_rate)
+config = saga.SagaConfig(decline_rate=settings.orders.decline_rate, partitions=settings.partitions)
 metrics = StageMetrics("orders")
 app = make_app("orders", settings)
+short_fetch_waits(app)
 
 
 def _topic(name: str, **kw: Any) -> faust.TopicT:
@@ -80,24 +92,23 @@ saga_input = app.topic(
     settings.topic("orders.placed"),
     settings.topic("inventory.results"),
     settings.topic(PLACED_REKEYED),
+    settings.topic(STOCK_RESULTS),
     **RAW,
 )
-reservations = _topic("inventory.reservations")
+stock_input = app.topic(
+    settings.topic("inventory.reservations"), settings.topic(STOCK_REQUESTS), **RAW
+)
 sender = DirectSender(app)
+ledger = Ledger(app)
 dead_letters = DeadLetters(
     "orders", settings.topic("orders.dlq"), sender.send, metrics.dead_letters
 )
 NOTIFICATION_TOPICS = {ch: f"notifications.{ch.lower()}" for ch in CHANNELS}
-OUTPUTS = (
-    "inventory.reservations",
-    "inventory.results",
-    *NOTIFICATION_TOPICS.values(),
-    "orders.status",
-    "orders.confirmed",
-    "orders.rejected",
-)
+OUTPUTS = (*NOTIFICATION_TOPICS.values(), "orders.status", "orders.confirmed", "orders.rejected")
 schema_gate = SchemaGate(
-    serde, [(str(catalog_topic(t).value_schema), settings.topic(t)) for t in OUTPUTS]
+    serde,
+    [(str(catalog_topic(t).value_schema), settings.topic(t)) for t in OUTPUTS]
+    + [(REQUESTS, settings.topic(STOCK_REQUESTS)), (RESULTS, settings.topic(STOCK_RESULTS))],
 )
 REKEYED_TOPIC = settings.topic(PLACED_REKEYED)
 
@@ -107,83 +118,124 @@ outcomes = {
     kind: table(app, kind, RAW_SCHEMA, _topic(f"orders.{kind}"))
     for kind in ("confirmed", "rejected")
 }
-status = table(app, "status", RAW_SCHEMA, _topic("orders.status"))
 install_web(app, metrics, {"orders": orders, "inventory": inventory, **outcomes})
 controller = backpressure_controller.install(
     app, settings, EDGES["orders"], ["orders.placed"], metrics
 )
+topics = Topics(settings, serde, metrics, NOTIFICATION_TOPICS)
+book = stock.StockBook()
+pruning = stock.Pruning(settings.orders.request_retention_s * 1000)
 
 
 @app.agent(saga_input)
 async def order_saga(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Validate, reserve, pay and end each order; see `pipelines.stages.saga`."""
-    async for event in stream.events():
+    async for events in batches(stream, MAX_BATCH):
         started = time.perf_counter()
-        message = event.message
-        logical = settings.logical_topic(message.topic)
-        metrics.received(logical)
-        if logical == "orders.placed":
+        batch = SagaBatch(orders, outcomes)
+        for event in events:
+            await _saga_event(event, batch)
+        outbox = ledger.outbox()
+        batch.fill(outbox, topics)
+        await outbox.send()
+        for message in batch.placed:  # handled and sent: acknowledged next
             controller.taken(message.topic, message.partition, message.offset)
-        if redriven_for_another(event.headers, "orders.dlq"):
-            yield None  # analytics' dead letter, redriven to orders.placed: not ours
-            continue
-        if schema_gate.blocked(message.value):
-            await schema_gate.ready(message.value)  # a registry outage waits, never DLQs
-        effects = await _saga_step(event, logical)
-        if effects is not None:
-            _track_inflight(event.message.partition, event.key or b"", effects)
-            await _publish(event.key, effects)
-        metrics.latency.labels("orders", logical).observe(time.perf_counter() - started)
+        _observe(batch.logical, started)
         yield None
 
 
-def _track_inflight(partition: int, key: bytes, effects: saga.Effects) -> None:
-    """Tell the controller when an order starts (placed and valid) and when it ends."""
-    if effects.state is None:
-        return
-    controller.track(partition, key, open_="decided" not in effects.state)
+def _observe(logical: list[str], started: float) -> None:
+    each = (time.perf_counter() - started) / max(1, len(logical))
+    for name in logical:
+        metrics.latency.labels("orders", name).observe(each)
 
 
-async def _saga_step(event: faust.EventT[bytes], logical: str) -> saga.Effects | None:
-    """Decode and run the saga for one record; poison goes to the DLQ and returns None.
-
-    A placement away from its order id's partition (or key) is re-keyed and returns None:
-    the saga sees it when it comes back through the repartition topic.
-    """
+async def _saga_event(event: faust.EventT[bytes], batch: SagaBatch) -> None:
+    message = event.message
+    logical = settings.logical_topic(message.topic)
+    metrics.received(logical)
+    batch.logical.append(logical)
+    if logical == "orders.placed":
+        batch.placed.append(message)
+    if redriven_for_another(event.headers, "orders.dlq"):
+        return  # analytics' dead letter, redriven to orders.placed: not ours
+    if schema_gate.blocked(message.value):
+        await schema_gate.ready(message.value)  # a registry outage waits, never DLQs
+    as_current(event)
     ref = record_ref(event)
-    key = ref.key or b""
+    if logical == STOCK_RESULTS:
+        await _results(event, ref, batch)
+        return
     try:
-        is_placed = logical != "inventory.results"
-        record = serde.decode(ref.value or b"", PLACED if is_placed else RESULT, source=ref)
-        if is_placed:
-            order_id = record["order_id"].encode()
-            if not at_home(ref.key, ref.partition, order_id, settings.partitions):
-                await _rekey(ref, order_id, from_rekeyed=logical == PLACED_REKEYED)
-                return None
-        step = saga.on_placed if is_placed else saga.on_result
-        effects = step(
-            orders.get(key),
-            record,
-            terminal=_ended(key),
-            source=(logical, ref.partition, ref.offset),
-            now_ms=now_ms(),
-            config=config,
-        )
+        if logical == "inventory.results":
+            result = saga.as_group(serde.decode(ref.value or b"", RESULT, source=ref))
+            source = (logical, ref.partition, ref.offset)
+            _saga_step(event, batch, ref.key or b"", saga.on_result, result, source=source)
+            return
+        record = serde.decode(ref.value or b"", PLACED, source=ref)
+        order_id = record["order_id"].encode()
+        if not at_home(ref.key, ref.partition, order_id, settings.partitions):
+            await _rekey(ref, order_id, from_rekeyed=logical == PLACED_REKEYED)
+            return
+        source = (logical, ref.partition, ref.offset)
+        _saga_step(event, batch, order_id, saga.on_placed, record, source=source)
     except RecordError as exc:
         await dead_letters.write(ref, str(exc))
-        return None
     except Exception as exc:  # a bug on one record must not stop the partition
         log.exception("poison record %s[%s]@%s", ref.topic, ref.partition, ref.offset)
         await dead_letters.write(ref, f"{type(exc).__name__}: {exc}")
-        return None
+
+
+async def _results(event: faust.EventT[bytes], ref: RecordRef, batch: SagaBatch) -> None:
+    """A batch of stock results: each entry is one order's (one source of its own)."""
+    try:
+        record = serde.decode(ref.value or b"", RESULTS, source=ref)
+    except RecordError as exc:
+        await dead_letters.write(ref, str(exc))
+        return
+    failed = []
+    for index, result in enumerate(record["results"]):
+        source = (STOCK_RESULTS, ref.partition, ref.offset, index)
+        try:
+            _saga_step(
+                event, batch, result["order_id"].encode(), saga.on_result, result, source=source
+            )
+        except Exception as exc:  # the other entries go on; the letter names this one
+            log.exception(
+                "poison entry %d of %s[%s]@%s", index, ref.topic, ref.partition, ref.offset
+            )
+            failed.append(f"entry {index}: {type(exc).__name__}: {exc}")
+    if failed:
+        await dead_letters.write(ref, "; ".join(failed))
+
+
+def _saga_step(
+    event: faust.EventT[bytes],
+    batch: SagaBatch,
+    key: bytes,
+    step: Any,
+    record: dict[str, Any],
+    *,
+    source: saga.Source,
+) -> None:
+    effects: saga.Effects = step(
+        batch.state(key),
+        record,
+        terminal=batch.ended(key),
+        source=source,
+        now_ms=now_ms(),
+        config=config,
+    )
     if effects.note:
         log.debug("order %s: %s", key.decode(errors="replace"), effects.note)
-    return effects
+    batch.take(event, key, effects)
+    if effects.state is not None:  # placed and valid: open; decided: closed
+        controller.track(event.message.partition, key, open_="decided" not in effects.state)
 
 
 async def _rekey(ref: RecordRef, order_id: bytes, *, from_rekeyed: bool) -> None:
     """Send a stray placement, unchanged, to its order id's partition of the repartition
-    topic (the default partitioner is the same murmur2 as inventory.results')."""
+    topic (the default partitioner is the same murmur2 as the results')."""
     if from_rekeyed:  # only if the topics' partition counts disagree: never loop
         home = home_partition(order_id, settings.partitions)
         raise RecordError(
@@ -198,88 +250,63 @@ async def _rekey(ref: RecordRef, order_id: bytes, *, from_rekeyed: bool) -> None
     log.debug("order %s re-keyed from %s", order_id.decode(errors="replace"), origin.decode())
 
 
-def _ended(key: bytes) -> bool:
-    return any(key in table for table in outcomes.values())
-
-
-async def _publish(key: bytes | None, effects: saga.Effects) -> None:
-    """Emit side effects, then the state and the outcome (a table write: changelog = topic)."""
-    key = key or b""
-    for request in effects.reservations:
-        await _send("inventory.reservations", request["sku"], REQUEST, request)
-    for note in effects.notifications:
-        await _send(
-            NOTIFICATION_TOPICS[note["channel"]],
-            note["notification_id"],
-            "sluice.notifications.NotificationRequested",
-            note,
-        )
-    if effects.state is not None:
-        orders[key] = effects.state
-    if effects.status is not None:
-        status[key] = serde.encode(
-            "sluice.orders.OrderStatus", effects.status, topic=settings.topic("orders.status")
-        )
-    if effects.outcome is not None:
-        kind, record = effects.outcome
-        schema = (
-            "sluice.orders.OrderConfirmed" if kind == "confirmed" else "sluice.orders.OrderRejected"
-        )
-        outcomes[kind][key] = serde.encode(schema, record, topic=settings.topic(f"orders.{kind}"))
-        metrics.sent(f"orders.{kind}")
-
-
-async def _send(logical: str, key: str, schema: str, record: dict[str, Any]) -> None:
-    physical = settings.topic(logical)
-    await sender.send(physical, key.encode(), serde.encode(schema, record, topic=physical))
-    metrics.sent(logical)
-
-
-_pending_prune: dict[int, collections.deque[tuple[int, bytes]]] = collections.defaultdict(
-    collections.deque
-)
-
-
-@app.agent(reservations)
+@app.agent(stock_input)
 async def inventory_owner(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Apply stock requests once each; see `pipelines.stages.stock`."""
-    async for event in stream.events():
+    async for events in batches(stream, MAX_BATCH):
         started = time.perf_counter()
-        metrics.received("inventory.reservations")
-        ref = record_ref(event)
-        if schema_gate.blocked(ref.value):
-            await schema_gate.ready(ref.value)
-        try:
-            request = serde.decode(ref.value or b"", REQUEST, source=ref)
-        except RecordError as exc:
-            await dead_letters.write(ref, str(exc))
-            yield None
-            continue
-        step = stock.handle(
-            request,
-            inventory.get(stock.stock_key(request["sku"]).encode()),
-            inventory.get(stock.request_key(request).encode()),
-            offset=ref.offset,
-            now_ms=now_ms(),
-        )
-        for table_key, value in step.writes:
-            inventory[table_key.encode()] = value
-            if table_key.startswith("req:") and request["action"] != "RESTOCK":
-                _pending_prune[ref.partition].append((now_ms(), table_key.encode()))
-        _prune(ref.partition)
-        if step.result is not None:
-            await _send("inventory.results", step.result["order_id"], RESULT, step.result)
-        metrics.latency.labels("orders", "inventory.reservations").observe(
-            time.perf_counter() - started
-        )
+        batch = StockBatch(inventory, book)
+        for event in events:
+            await _stock_event(event, batch)
+        outbox = ledger.outbox()
+        batch.fill(outbox, topics)
+        for partition in batch.partitions:
+            pruning.prune(partition, book, outbox, inventory, now_ms())
+        await outbox.send()
+        _observe(batch.logical, started)
         yield None
 
 
-def _prune(partition: int, budget: int = 16) -> None:
-    """Forget a few old stock decisions of this partition (they only guard against replays)."""
-    queue = _pending_prune[partition]
-    horizon = now_ms() - settings.orders.request_retention_s * 1000
-    while queue and budget and queue[0][0] < horizon:
-        _at, key = queue.popleft()
-        inventory.pop(key, None)
-        budget -= 1
+async def _stock_event(event: faust.EventT[bytes], batch: StockBatch) -> None:
+    logical = settings.logical_topic(event.message.topic)
+    metrics.received(logical)
+    batch.logical.append(logical)
+    ref = record_ref(event)
+    if schema_gate.blocked(ref.value):
+        await schema_gate.ready(ref.value)
+    as_current(event)
+    v1 = logical == "inventory.reservations"
+    try:
+        record = serde.decode(ref.value or b"", REQUEST if v1 else REQUESTS, source=ref)
+    except RecordError as exc:
+        await dead_letters.write(ref, str(exc))
+        return
+    if v1:  # restocks: into the requests topic, so one topic orders all of a SKU's changes
+        batch.forward(stock.as_group(record), settings.partitions)
+        return
+    failed = []
+    for index, request in enumerate(record["requests"]):
+        try:
+            batch.decide(event, request, now_ms(), pruning, settings.partitions)
+        except Exception as exc:
+            log.exception(
+                "poison entry %d of %s[%s]@%s", index, ref.topic, ref.partition, ref.offset
+            )
+            failed.append(f"entry {index}: {type(exc).__name__}: {exc}")
+    if failed:
+        await dead_letters.write(ref, "; ".join(failed))
+
+
+@inventory.on_recover  # type: ignore[untyped-decorator]
+async def rebuild_stock() -> None:
+    """The per-SKU levels and the pruning queues again, from this worker's decisions."""
+    topic = inventory.changelog_topic_name
+    mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    entries = []
+    for raw_key, value in inventory.data.items():
+        key = raw_key.decode(errors="replace")
+        if stock.partition_of(key, value, settings.partitions) in mine:
+            entries.append((key, value))
+    book.rebuild(entries)
+    pruning.rebuild(entries, settings.partitions)
+    log.debug("stock of %d SKUs rebuilt from %d decisions", len(book.levels), len(entries))

@@ -15,14 +15,17 @@ outcome published again (it cannot duplicate, since the outcome is not there).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import rules
 from pipelines.eventtime import event_time_problem
+from pipelines.stages.stock import sku_partition
 
-Source = tuple[str, int, int]  # topic, partition, offset of the record being processed
+# topic, partition, offset of the record being processed, and for a batched record the
+# position of the entry in it: the same entry of the same record is the same source.
+Source = tuple[Any, ...]
 State = dict[str, Any]
 
 
@@ -31,6 +34,7 @@ class Effects:
     """What one event makes the saga do."""
 
     state: State | None = None  # the new state to store; None leaves it as it is
+    # stock requests, one per SKU-owner partition (its number under "partition")
     reservations: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     status: dict[str, Any] | None = None
@@ -43,6 +47,7 @@ class SagaConfig:
     """Knobs of the business rules that the stage exposes as settings."""
 
     decline_rate: float = 0.03
+    partitions: int = 6  # of the stock topics: one request per order and SKU partition
 
 
 def on_placed(
@@ -56,7 +61,7 @@ def on_placed(
 ) -> Effects:
     """An OrderPlaced arrived (first time, replayed, or duplicated)."""
     if state is not None:
-        return _placed_again(state, source, now_ms, terminal=terminal)
+        return _placed_again(state, source, now_ms, config, terminal=terminal)
     verdict = validate(order)
     if not verdict.ok:
         decision = {
@@ -67,11 +72,11 @@ def on_placed(
             "releases": [],
         }
         fresh: State = {"order": dict(order), "results": {}, "placed_by": list(source)}
-        return _decide(fresh, decision, now_ms, publish=not terminal)
+        return _decide(fresh, decision, now_ms, config, publish=not terminal)
     if terminal:  # ended before, and this order's state was lost: nothing to redo
         return Effects(note="already ended")
     new_state: State = {"order": dict(order), "results": {}, "placed_by": list(source)}
-    reserve = [_reservation(order, i, "RESERVE", now_ms) for i in range(len(order["lines"]))]
+    reserve = requests(order, range(len(order["lines"])), "RESERVE", now_ms, config.partitions)
     return Effects(
         state=new_state,
         reservations=reserve,
@@ -91,16 +96,24 @@ def validate(order: Mapping[str, Any]) -> rules.Verdict:
     return rules.Verdict(False, problem) if problem else rules.validate(order)
 
 
-def _placed_again(state: State, source: Source, now_ms: int, *, terminal: bool) -> Effects:
+def _placed_again(
+    state: State, source: Source, now_ms: int, config: SagaConfig, *, terminal: bool
+) -> Effects:
     decision = state.get("decided")
     if decision is not None:
-        return _decided_again(state, decision, source, now_ms, terminal=terminal)
+        return _decided_again(state, decision, source, now_ms, config, terminal=terminal)
     if tuple(state["placed_by"]) != source:
         return Effects(note="duplicate of an order in progress")
     order = state["order"]
-    missing = [i for i in range(len(order["lines"])) if str(i) not in state["results"]]
+    # whole requests again (the same lines, so the same request key) for every partition
+    # with a line still unanswered: the stock owner answers a request it has decided
+    # from its decision
+    every = requests(order, range(len(order["lines"])), "RESERVE", now_ms, config.partitions)
+    results = state["results"]
     return Effects(
-        reservations=[_reservation(order, i, "RESERVE", now_ms) for i in missing],
+        reservations=[
+            r for r in every if any(str(ln["line_index"]) not in results for ln in r["lines"])
+        ],
         status=_status(order["order_id"], "ACCEPTED", None, now_ms),
         note="replayed placement",
     )
@@ -115,30 +128,42 @@ def on_result(
     now_ms: int,
     config: SagaConfig,
 ) -> Effects:
-    """A ReservationResult came back from the inventory owner of one SKU."""
+    """A stock result came back: the decisions on some of the order's lines (those one SKU
+    partition owns; a v1 ReservationResult is one line, see `as_group`)."""
     if state is None or result["action"] != "RESERVE":
         return Effects(note="result for no order in progress" if state is None else "release ack")
     decision = state.get("decided")
     if decision is not None:
-        return _decided_again(state, decision, source, now_ms, terminal=terminal)
-    index = str(result["line_index"])
-    if index in state["results"]:
-        return Effects(note="duplicate result")
-    state = {
-        **state,
-        "results": {
-            **state["results"],
-            index: {
-                "ok": result["ok"],
-                "outcome": result["outcome"],
-                "sku": result["sku"],
-                "quantity": result["quantity"],
-            },
-        },
+        return _decided_again(state, decision, source, now_ms, config, terminal=terminal)
+    known = state["results"]
+    new = {
+        str(line["line_index"]): {
+            "ok": line["ok"],
+            "outcome": line["outcome"],
+            "sku": line["sku"],
+            "quantity": line["quantity"],
+        }
+        for line in result["lines"]
+        if str(line["line_index"]) not in known
     }
+    if not new:
+        return Effects(note="duplicate result")
+    state = {**state, "results": {**known, **new}}
     if len(state["results"]) < len(state["order"]["lines"]):
         return Effects(state=state)
-    return _decide(state, _verdict(state, config, source), now_ms, publish=not terminal)
+    return _decide(state, _verdict(state, config, source), now_ms, config, publish=not terminal)
+
+
+def as_group(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A v1 ReservationResult (one line, from before requests were grouped) as a group."""
+    line = {k: result[k] for k in ("line_index", "sku", "quantity", "ok", "outcome", "available")}
+    return {
+        "order_id": result["order_id"],
+        "action": result["action"],
+        "line_count": result["line_count"],
+        "decided_at": result["decided_at"],
+        "lines": [line],
+    }
 
 
 def _verdict(state: State, config: SagaConfig, source: Source) -> dict[str, Any]:
@@ -165,11 +190,17 @@ def _verdict(state: State, config: SagaConfig, source: Source) -> dict[str, Any]
 
 
 def _decided_again(
-    state: State, decision: Mapping[str, Any], source: Source, now_ms: int, *, terminal: bool
+    state: State,
+    decision: Mapping[str, Any],
+    source: Source,
+    now_ms: int,
+    config: SagaConfig,
+    *,
+    terminal: bool,
 ) -> Effects:
     """An event for a decided order: the deciding record replayed, or a duplicate."""
     if tuple(decision["by"]) == source:
-        effects = _side_effects(state, decision, now_ms)
+        effects = _side_effects(state, decision, now_ms, config)
     else:
         effects = Effects(note="duplicate of an ended order")
     if not terminal:  # the decision was stored but its outcome lost in a crash
@@ -177,9 +208,11 @@ def _decided_again(
     return effects
 
 
-def _decide(state: State, decision: dict[str, Any], now_ms: int, *, publish: bool) -> Effects:
+def _decide(
+    state: State, decision: dict[str, Any], now_ms: int, config: SagaConfig, *, publish: bool
+) -> Effects:
     state = {**state, "decided": {**decision, "at": now_ms}}
-    effects = _side_effects(state, state["decided"], now_ms)
+    effects = _side_effects(state, state["decided"], now_ms, config)
     effects.state = state
     if publish:
         effects.outcome = (decision["kind"], _outcome(state["order"], state["decided"]))
@@ -188,10 +221,13 @@ def _decide(state: State, decision: dict[str, Any], now_ms: int, *, publish: boo
     return effects
 
 
-def _side_effects(state: State, decision: Mapping[str, Any], now_ms: int) -> Effects:
+def _side_effects(
+    state: State, decision: Mapping[str, Any], now_ms: int, config: SagaConfig
+) -> Effects:
     """The idempotent consequences of a decision: releases, notifications, status."""
     order = state["order"]
-    releases = [_reservation(order, i, "RELEASE", now_ms) for i, _sku, _q in decision["releases"]]
+    reserved = [i for i, _sku, _q in decision["releases"]]
+    releases = requests(order, reserved, "RELEASE", now_ms, config.partitions)
     status = "CONFIRMED" if decision["kind"] == "confirmed" else "REJECTED"
     return Effects(
         reservations=releases,
@@ -252,17 +288,31 @@ def _outcome(order: Mapping[str, Any], decision: Mapping[str, Any]) -> dict[str,
     }
 
 
-def _reservation(order: Mapping[str, Any], index: int, action: str, now_ms: int) -> dict[str, Any]:
-    line = order["lines"][index]
-    return {
-        "order_id": order["order_id"],
-        "sku": line["sku"],
-        "quantity": line["quantity"],
-        "line_index": index,
-        "line_count": len(order["lines"]),
-        "action": action,
-        "requested_at": now_ms,
-    }
+def requests(
+    order: Mapping[str, Any], indexes: Iterable[int], action: str, now_ms: int, partitions: int
+) -> list[dict[str, Any]]:
+    """One StockRequest per SKU-owner partition for the given lines (in line order).
+
+    Grouping by partition is deterministic, so a request made again covers the same
+    lines and carries the same request key (`pipelines.stages.stock.request_key`).
+    """
+    lines = order["lines"]
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for index in sorted(indexes):
+        line = lines[index]
+        entry = {"line_index": index, "sku": line["sku"], "quantity": line["quantity"]}
+        groups.setdefault(sku_partition(line["sku"], partitions), []).append(entry)
+    return [
+        {
+            "order_id": order["order_id"],
+            "action": action,
+            "line_count": len(lines),
+            "requested_at": now_ms,
+            "lines": group,
+            "partition": partition,
+        }
+        for partition, group in sorted(groups.items())
+    ]
 
 
 def _status(order_id: str, status: str, reason: str | None, now_ms: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 
 from consumers.tail import StartAt, read
 from pipelines import domain, lag
-from pipelines.catalog import APP_IDS
+from pipelines.catalog import APP_IDS, PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.runner import Fleet
 from pipelines.settings import Settings
 
@@ -63,21 +63,31 @@ def wait_for_outcomes(
 def _trail(settings: Settings, order_ids: set[str]) -> str:
     """Where some stuck orders got to: their records on the order stage's topics."""
     lines = []
-    for topic in ("orders.placed", "orders.status", "inventory.reservations", "inventory.results"):
+    batched = (settings.topic(STOCK_REQUESTS), settings.topic(STOCK_RESULTS))
+    for topic in ("orders.placed", "orders.status", *batched):
         for row in read(settings, topic, StartAt("beginning")):
             value = row.get("value") or {}
-            if value.get("order_id") in order_ids or row.get("key") in order_ids:
-                brief = {
-                    k: v
-                    for k, v in value.items()
-                    if k in ("status", "sku", "line_index", "action", "outcome")
-                }
-                lines.append(f"{topic}[{row['partition']}]@{row['offset']} {row['key']} {brief}")
+            for entry in value.get("requests") or value.get("results") or [value]:
+                if entry.get("order_id") in order_ids or row.get("key") in order_ids:
+                    brief = {
+                        k: v
+                        for k, v in entry.items()
+                        if k in ("status", "lines", "action", "outcome")
+                    }
+                    where = f"{topic}[{row['partition']}]@{row['offset']}"
+                    lines.append(f"{where} {row['key']} {brief}")
     return "\n".join(lines)
 
 
 STAGE_INPUTS = {
-    "orders": ("orders.placed", "inventory.reservations", "inventory.results"),
+    "orders": (
+        "orders.placed",
+        "inventory.reservations",
+        "inventory.results",
+        PLACED_REKEYED,
+        STOCK_REQUESTS,
+        STOCK_RESULTS,
+    ),
     "analytics": ("orders.placed", "orders.confirmed", "orders.rejected", "notifications.results"),
     "notifications": ("notifications.email", "notifications.sms", "notifications.push"),
 }
@@ -98,7 +108,11 @@ def wait_for_idle(settings: Settings, stage: str, timeout: float = 60.0) -> None
 
 
 def stock_history(settings: Settings) -> tuple[dict[str, int], list[int]]:
-    """Final stock per SKU, and every stock level ever written, from the inventory changelog."""
+    """Final stock per SKU, and every stock level ever written, from the inventory changelog.
+
+    Each stock decision carries the levels it set, with each SKU's version; a SKU's final
+    level is that of its highest version. (`stock:<sku>` records are the layout from
+    before decisions carried levels.)"""
     topic = settings.topic(f"{APP_IDS['orders']}-inventory-changelog")
     consumer = Consumer(
         settings.confluent(
@@ -110,13 +124,20 @@ def stock_history(settings: Settings) -> tuple[dict[str, int], list[int]]:
         )
     )
     final: dict[str, int] = {}
+    versions: dict[str, int] = {}
     levels: list[int] = []
-    for row in _raw_rows(consumer, topic):
-        key, value = row
-        if key.startswith(b"stock:") and value is not None:
-            available = int(json.loads(value)["available"])
-            final[key.decode()[6:]] = available
-            levels.append(available)
+    for key, value in _raw_rows(consumer, topic):
+        if value is None:
+            continue
+        record = json.loads(value)
+        if key.startswith(b"stock:"):
+            set_ = {key.decode()[6:]: (0, record["available"])}
+        else:
+            set_ = {sku: tuple(pair) for sku, pair in (record.get("levels") or {}).items()}
+        for sku, (version, available) in set_.items():
+            levels.append(int(available))
+            if int(version) >= versions.get(sku, -1):
+                versions[sku], final[sku] = int(version), int(available)
     return final, levels
 
 

@@ -65,6 +65,48 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "available": 118,
         "decided_at": T0 + 2,
     },
+    "sluice.inventory.StockRequests": {
+        "requests": [
+            {
+                "order_id": "O-1-00000001",
+                "action": "RESERVE",
+                "line_count": 3,
+                "requested_at": T0 + 1,
+                "lines": [
+                    {"line_index": 0, "sku": "SKU-00042", "quantity": 2},
+                    {"line_index": 2, "sku": "SKU-00007", "quantity": 1},
+                ],
+            }
+        ]
+    },
+    "sluice.inventory.StockResults": {
+        "results": [
+            {
+                "order_id": "O-1-00000001",
+                "action": "RESERVE",
+                "line_count": 3,
+                "decided_at": T0 + 2,
+                "lines": [
+                    {
+                        "line_index": 0,
+                        "sku": "SKU-00042",
+                        "quantity": 2,
+                        "ok": True,
+                        "outcome": "APPLIED",
+                        "available": 118,
+                    },
+                    {
+                        "line_index": 2,
+                        "sku": "SKU-00007",
+                        "quantity": 1,
+                        "ok": False,
+                        "outcome": "INSUFFICIENT_STOCK",
+                        "available": 0,
+                    },
+                ],
+            }
+        ]
+    },
     "sluice.notifications.NotificationRequested": {
         "notification_id": "O-1-00000001:order_confirmed:EMAIL",
         "order_id": "O-1-00000001",
