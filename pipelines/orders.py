@@ -47,10 +47,11 @@ from pipelines.catalog import PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
+from pipelines.runtime import make_current, short_fetch_waits
 from pipelines.serde import serde_for
 from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
-from pipelines.stages.batches import Ledger, as_current, batches, short_fetch_waits
+from pipelines.stages.batches import Ledger, batches
 from pipelines.stages.deadletter import DeadLetters, redriven_for_another
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -161,7 +162,7 @@ async def _saga_event(event: faust.EventT[bytes], batch: SagaBatch) -> None:
         return  # analytics' dead letter, redriven to orders.placed: not ours
     if schema_gate.blocked(message.value):
         await schema_gate.ready(message.value)  # a registry outage waits, never DLQs
-    as_current(event)
+    make_current(event)
     ref = record_ref(event)
     if logical == STOCK_RESULTS:
         await _results(event, ref, batch)
@@ -274,7 +275,7 @@ async def _stock_event(event: faust.EventT[bytes], batch: StockBatch) -> None:
     ref = record_ref(event)
     if schema_gate.blocked(ref.value):
         await schema_gate.ready(ref.value)
-    as_current(event)
+    make_current(event)
     v1 = logical == "inventory.reservations"
     try:
         record = serde.decode(ref.value or b"", REQUEST if v1 else REQUESTS, source=ref)

@@ -4,7 +4,7 @@
 `check_versions()` is the start-up guard (see `faust_tuning`).
 """
 
-from pipelines.runtime.context import acting_for
+from pipelines.runtime.context import acting_for, make_current
 from pipelines.runtime.faust_tuning import (
     PATCHES,
     UnsupportedFaust,
@@ -13,6 +13,7 @@ from pipelines.runtime.faust_tuning import (
     check_versions,
     tune,
 )
+from pipelines.runtime.fetch import short_fetch_waits
 
 __all__ = [
     "PATCHES",
@@ -21,5 +22,7 @@ __all__ = [
     "all_patches",
     "apply_patches",
     "check_versions",
+    "make_current",
+    "short_fetch_waits",
     "tune",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from typing import Any
 
 import faust
+from aiokafka.consumer.fetcher import Fetcher
 from faust import streams
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -202,6 +203,12 @@ PATCHES: tuple[Patch, ...] = (
         "acting_for_an_event",
         "a batch writes each table key for its own event (pipelines.runtime.context)",
         (Target(streams, "current_event", "3b821f1a78d86a58"),),
+        _kept,
+    ),
+    Patch(
+        "short_fetch_wait",
+        "a batching app caps its fetcher's long-poll per app (pipelines.runtime.fetch)",
+        (Target(Fetcher, "__init__", "bf21ecb7e0f210b7"),),
         _kept,
     ),
     Patch(

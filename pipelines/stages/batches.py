@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
+from pipelines.runtime.context import make_current
+
 PATIENCE = 4  # event-loop turns to wait for the next event before a batch goes
-FETCH_WAIT_MS = 20  # longest fetch long-poll of a batching app's consumer (Faust: 1,500)
 
 
 async def batches(
@@ -65,31 +64,6 @@ async def _more_coming(queue: Any, patience: int) -> bool:
             return True
         await asyncio.sleep(0)
     return not queue.empty()
-
-
-def short_fetch_waits(app: faust.App, wait_ms: int = FETCH_WAIT_MS) -> None:
-    """Cap how long the app's consumer long-polls a fetch (Faust hard-codes 1.5 s).
-
-    aiokafka keeps one fetch in flight per broker, covering only the partitions with
-    nothing buffered; a partition whose buffer the stream empties meanwhile waits for
-    that fetch to return, which it does when data reaches one of *its* partitions or
-    after the wait. Batched records are few (one per partition and batch), so that wait
-    was often the full 1.5 s, several times on an order's way. Belongs with the other
-    Faust tuning (the runtime module), which should make it a setting.
-    """
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def cap_fetch_wait(_app: Any, *_args: Any, signal: Any, **_: Any) -> None:
-        thread = getattr(app.consumer, "_thread", None)
-        fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
-        if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
-            fetcher._fetch_max_wait_ms = wait_ms
-
-
-def as_current(event: Any) -> None:
-    """Make `event` the task's current event: Faust's RocksDB store reads and writes the
-    partition of the current event, and a batch holds events of several partitions."""
-    _current_event.set(weakref.ref(event))
 
 
 def dumps(value: Any) -> bytes:
@@ -137,7 +111,7 @@ class Outbox:
 
     def put(self, table: Any, event: Any, key: bytes, value: Any, encoded: bytes) -> None:
         """`table[key] = value` in the partition of `event`, changelog record included."""
-        as_current(event)
+        make_current(event)
         table.data[key] = value
         where = (table.changelog_topic_name, event.message.partition)
         self.records[where].append((key, encoded))

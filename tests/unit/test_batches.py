@@ -13,6 +13,7 @@ import pytest
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import Stream
 
+from pipelines import runtime
 from pipelines.stages import batches
 
 
@@ -80,7 +81,7 @@ def test_a_batch_the_agent_did_not_finish_is_never_acked() -> None:
 
 
 def test_the_faust_internals_batches_rely_on_keep_their_shape() -> None:
-    """If one of these fails, faust-streaming changed what `batches` and `as_current` use:
+    """If one of these fails, faust-streaming changed what `batches` and `runtime.make_current` use:
     the stream's `enable_acks` flag (read per event), its channel queue's `empty`, and
     the task-local current event that the RocksDB store reads and writes by."""
     source = inspect.getsource(Stream._py_aiter)
@@ -93,7 +94,7 @@ def test_the_faust_internals_batches_rely_on_keep_their_shape() -> None:
         pass
 
     event = Event()
-    batches.as_current(event)
+    runtime.make_current(event)
     assert faust.streams.current_event() is event
     from faust.stores import rocksdb
 

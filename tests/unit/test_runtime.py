@@ -444,6 +444,8 @@ def test_the_runtime_exports_a_small_api() -> None:
         "all_patches",
         "apply_patches",
         "check_versions",
+        "make_current",
+        "short_fetch_waits",
         "tune",
     ]
 
@@ -462,3 +464,12 @@ def test_acting_for_an_event_makes_it_current_for_the_block_only() -> None:
             assert current_event() is inner  # tables write to this event's partition
         assert current_event() is outer
     assert current_event() is None
+
+
+def test_short_fetch_waits_caps_the_running_fetchers_long_poll(app: faust.App) -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher)))
+    runtime.short_fetch_waits(app, wait_ms=7)
+    app._consumer = consumer  # type: ignore[attr-defined]
+    asyncio.run(app.on_partitions_assigned.send(set()))
+    assert fetcher._fetch_max_wait_ms == 7
