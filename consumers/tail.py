@@ -18,7 +18,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
@@ -62,16 +61,6 @@ def watermarks(
     return {p: watermark(consumer, TopicPartition(topic, p), timeout) for p in range(partitions)}
 
 
-_LEADER_CHANGES = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-    }
-)
-
-
 def watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
     while True:
@@ -80,8 +69,7 @@ def watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[i
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
-            transient = error.retriable() or error.code() in _LEADER_CHANGES
-            if not transient or time.monotonic() > deadline:
+            if not admin.passing(error) or time.monotonic() > deadline:
                 raise BrokerUnavailable(
                     f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc.args[0].str()}"
                 ) from None

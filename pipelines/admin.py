@@ -182,6 +182,25 @@ def _create(settings: Settings, specs: list[TopicSpec], replication: int) -> Non
         raise TopicError("could not create topics: " + "; ".join(errors))
 
 
+_LEADER_CHANGES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
+def passing(error: object) -> bool:
+    """Whether a Kafka error will pass if asked again: what librdkafka marks retriable,
+    and the leader changes it does not mark (a topic created a moment ago, a leader
+    moving after a broker restart)."""
+    if not isinstance(error, KafkaError):
+        return False
+    return bool(error.retriable()) or error.code() in _LEADER_CHANGES
+
+
 def wait_for_leaders(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
     """Block until every partition of `names` has a leader, so the next client call works.
 

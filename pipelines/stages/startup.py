@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,23 +174,39 @@ def _cmdline(pid: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+PASSING_WAIT_S = 30.0  # how long start-up waits out a fault that passes (a leader moving)
+
+
 def cluster_state(settings: Settings, changelogs: Iterable[str]) -> ClusterState:
     """The cluster id, each changelog topic's id and its partitions' end offsets.
 
     Two admin round trips (describe, list offsets) after the cluster answered the topic
-    check. A topic the cluster does not have gets the id `statedir.MISSING`.
+    check. A topic the cluster does not have gets the id `statedir.MISSING`. An error that
+    passes (`admin.passing`: topics created a moment ago have no leader yet, "Not leader
+    for partition") is waited out for `PASSING_WAIT_S`, never a failed start.
     """
     client = admin.admin_client(settings)
-    timeout = settings.request_timeout_s
-    try:
-        cluster = client.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
-        topic_ids, partitions = _describe_topics(client, sorted(set(changelogs)), timeout)
-        ends = _end_offsets(client, statedir.changelog_partitions(topic_ids, partitions), timeout)
-    except KafkaException as exc:
-        raise SluiceError(
-            f"could not describe the changelog topics at {settings.bootstrap_servers}: "
-            f"{exc.args[0].str() if exc.args else exc}"
-        ) from None
+    names = sorted(set(changelogs))
+    deadline, pause = time.monotonic() + PASSING_WAIT_S, 0.1
+    while True:
+        try:
+            return _cluster_state_once(client, names, settings.request_timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not admin.passing(error) or time.monotonic() + pause > deadline:
+                raise SluiceError(
+                    f"could not describe the changelog topics at {settings.bootstrap_servers}: "
+                    f"{error.str() if isinstance(error, KafkaError) else exc}"
+                ) from None
+            log.info("changelog topics not ready (%s); asking again", exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _cluster_state_once(client: AdminClient, names: list[str], timeout: float) -> ClusterState:
+    cluster = client.describe_cluster(request_timeout=timeout).result(timeout=timeout + 1)
+    topic_ids, partitions = _describe_topics(client, names, timeout)
+    ends = _end_offsets(client, statedir.changelog_partitions(topic_ids, partitions), timeout)
     return ClusterState(Identity(cluster.cluster_id, topic_ids), ends)
 
 
