@@ -44,8 +44,8 @@ DEMO_NOTIFICATIONS = NotificationSettings(retry_delays_s=(1.0, 2.0, 4.0))
 class DemoOptions:
     """What `sluice demo` was asked to do."""
 
-    orders: int = 1500
-    rate: float = 30.0
+    orders: int = 3000
+    rate: float = 100.0
     seed: int | None = None
     start_local: bool = True
     keep: bool = False
@@ -155,6 +155,8 @@ def _start_workers(run: Run) -> None:
             run.fleet.start(stage)
     for worker in run.fleet.workers:
         worker.wait_ready(timeout=180)
+    if not run.fleet.wait_settled():  # orders sent into a rebalance would wait it out
+        run.note("the groups had not settled after 90 s; producing anyway")
     run.note(
         f"workers ready: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
         f"logs in {run.fleet.logs}"

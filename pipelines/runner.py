@@ -143,6 +143,25 @@ class Fleet:
         self.workers.append(worker)
         return worker
 
+    def wait_settled(self, timeout: float = 90.0) -> bool:
+        """Wait until every worker has partitions and none is rebalancing, twice in a row
+        a second apart; False if that did not happen within `timeout`.
+
+        A worker that joins late rebalances its group, which stops the group's processing
+        for a while: work sent before the group settled would measure the rebalance.
+        """
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while calm < 2 and time.monotonic() < deadline:
+            for worker in self.workers:
+                worker.wait_ready()
+            bodies = [worker.get_json("/health") or {} for worker in self.workers]
+            steady = all(b.get("assigned_partitions") and not b.get("rebalancing") for b in bodies)
+            calm = calm + 1 if steady else 0
+            if calm < 2:
+                time.sleep(1.0)
+        return calm >= 2
+
     def stop_all(self, timeout: float = 40.0) -> list[str]:
         """Stop every worker; returns a note for each that had to be killed."""
         for worker in self.workers:

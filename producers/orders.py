@@ -45,6 +45,7 @@ def produce_orders(
     generator = OrderGenerator(run.generator)
     limiter = RateLimiter(run.rate)
     sender = EventSender(settings)
+    sender.warm(topic, settings.request_timeout_s)
     try:
         for n in range(run.start_index, run.start_index + run.count):
             order = generator.make(n)

@@ -15,14 +15,14 @@ from pipelines.demo import DemoOptions, run_demo
 @click.option(
     "--orders",
     type=click.IntRange(1, 10_000_000),
-    default=1500,
+    default=3000,
     show_default=True,
     help="How many orders to produce.",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(0),
-    default=30.0,
+    default=100.0,
     show_default=True,
     help="Orders per second; 0 = as fast as the producer goes (still throttled by lag).",
 )
