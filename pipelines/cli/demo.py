@@ -71,7 +71,7 @@ def demo(
 
     \b
     Examples:
-      sluice demo                               # about two minutes on 2 cores
+      sluice demo                               # about a minute on 2 cores
       sluice demo --orders 500 --report out.json
       sluice demo --keep                        # then open the dashboard URL it prints
     """
