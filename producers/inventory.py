@@ -1,10 +1,15 @@
 """`sluice produce inventory`: starting stock for every SKU, as RESTOCK requests.
 
-Stock lives in the order stage's table, whose only writer is the agent consuming
-inventory.reservations; seeding through that same topic (keyed by SKU) keeps one writer
-per SKU and puts restocks in order with reservations. Each restock carries a stable
-adjustment id (`restock-<batch>-<sku>`), which the stage deduplicates, so seeding the
-same batch twice does not double the stock.
+Stock lives in the order stage's table, whose only writer is the stock owner, and every
+change of a SKU reaches it through one partition of one topic: the orders app's stock
+requests topic (`catalog.STOCK_REQUESTS`), where the saga sends reservations and
+releases. Seeding writes its restocks there, in the SKU's partition, so they come before
+the requests of any order produced after the seed was acknowledged. (Seeding through
+inventory.reservations, which the stock owner forwards into that topic, raced the orders:
+a reservation could overtake the first restock of its SKU and end the order
+`INVALID: UNKNOWN_SKU`.) Each restock carries a stable adjustment id
+(`restock-<batch>-<sku>`), which the stage deduplicates, so seeding the same batch twice
+does not double the stock.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import time
 
 from pipelines import domain
-from pipelines.catalog import get as topic_spec
+from pipelines.catalog import STOCK_REQUESTS
 from pipelines.progress import Reporter
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
+from pipelines.stages import stock
 from producers.sender import EventSender, SendStats, require_topics
 
-TOPIC = "inventory.reservations"
+TOPIC = STOCK_REQUESTS
+SCHEMA = "sluice.inventory.StockRequests"
 
 
 def restock_request(sku: str, quantity: int, batch: str, now_ms: int) -> dict[str, object]:
@@ -43,8 +50,6 @@ def seed_inventory(
 ) -> SendStats:
     """Send the starting stock (`domain.initial_stock` times `scale`) of the first `skus` SKUs."""
     require_topics(settings, TOPIC)
-    schema = topic_spec(TOPIC).value_schema
-    assert schema is not None
     serde = serde_for(settings)
     sender = EventSender(settings)
     topic = settings.topic(TOPIC)
@@ -53,7 +58,9 @@ def seed_inventory(
         for index in range(skus):
             sku = domain.sku_code(index)
             record = restock_request(sku, domain.initial_stock(sku) * scale, batch, now_ms)
-            sender.send(topic, sku.encode(), serde.encode(schema, record, topic=topic))
+            value = serde.encode(SCHEMA, {"requests": [stock.as_group(record)]}, topic=topic)
+            partition = stock.sku_partition(sku, settings.partitions)
+            sender.send(topic, sku.encode(), value, partition=partition)
             if reporter is not None:
                 reporter.advance()
     finally:

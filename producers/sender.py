@@ -142,12 +142,14 @@ class EventSender:
         key: bytes | None,
         value: bytes,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        partition: int = -1,
     ) -> None:
-        """Queue one record; when the local queue is full, wait for room rather than drop."""
+        """Queue one record (to `partition`, or where the partitioner puts its key); when
+        the local queue is full, wait for room rather than drop."""
         produce = self.producer.produce
         while True:
             try:
-                produce(topic, value, key, headers=headers)
+                produce(topic, value, key, partition, headers=headers)
                 break
             except BufferError:
                 self.producer.poll(0.05)

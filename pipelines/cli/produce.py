@@ -217,7 +217,8 @@ def _finish(stats: SendStats, as_json: bool, extra: dict[str, Any] | None = None
 @bootstrap_option
 @json_option
 def inventory(skus: int, batch: str, bootstrap_servers: str | None, as_json: bool) -> None:
-    """Starting stock per SKU, sent as RESTOCK requests to inventory.reservations."""
+    """Starting stock per SKU, sent as RESTOCK requests to each SKU's partition of the
+    orders app's stock requests topic (before any order's reservation for it)."""
     from producers.inventory import seed_inventory
 
     settings = make_settings(bootstrap_servers)
