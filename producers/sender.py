@@ -184,10 +184,24 @@ class EventSender:
         return self.stats
 
 
+CREATED_LAG_S = 3.0  # how long a missing topic may still be on its way to every broker
+
+
 def require_topics(settings: Settings, *topics: str) -> None:
-    """Fail fast, with the fix in the message, when a topic does not exist on the cluster."""
-    existing = admin.list_topics(settings)
-    missing = [t for t in topics if settings.topic(t) not in existing]
+    """Fail fast, with the fix in the message, when a topic does not exist on the cluster.
+
+    A broker learns of a topic created a moment ago through the cluster's metadata log,
+    a little after the broker that created it: on a 3-node cluster a seed right after
+    `sluice topics create` was told "unknown topic" by a broker not yet caught up. So a
+    missing topic is looked for again for up to `CREATED_LAG_S` before it is reported.
+    """
+    deadline = time.monotonic() + CREATED_LAG_S
+    while True:
+        existing = admin.list_topics(settings)
+        missing = [t for t in topics if settings.topic(t) not in existing]
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     denied = admin.unauthorized_topics(settings, [settings.topic(t) for t in missing])
     if denied:
         raise NotAuthorized(

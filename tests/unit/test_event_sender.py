@@ -1,12 +1,16 @@
-"""EventSender.warm: a new producer connects before its first record is stamped."""
+"""EventSender.warm (a new producer connects before its first record is stamped) and
+require_topics (a topic created a moment ago is waited for, a missing one is one error)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from pipelines.errors import TopicError
 from pipelines.settings import Settings
+from producers import sender
 from producers.sender import EventSender
 
 
@@ -35,3 +39,22 @@ def test_warm_leaves_an_unreachable_broker_to_the_sends() -> None:
     sender.producer = fake  # type: ignore[assignment]
     sender.warm("t.orders.placed", 0.1)  # no exception: the first send reports it
     assert len(fake.calls) == 1
+
+
+def test_a_topic_still_on_its_way_to_every_broker_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter([{}, {}, {"t.orders.placed": object()}])
+    monkeypatch.setattr(sender.admin, "list_topics", lambda _s: next(answers))
+    monkeypatch.setattr(sender.time, "sleep", lambda _s: None)
+    sender.require_topics(Settings(topic_prefix="t."), "orders.placed")  # third look finds it
+
+
+def test_a_topic_that_does_not_come_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks = []
+    monkeypatch.setattr(sender.admin, "list_topics", lambda _s: looks.append(1) or {})
+    monkeypatch.setattr(sender.admin, "unauthorized_topics", lambda _s, _t: [])
+    monkeypatch.setattr(sender, "CREATED_LAG_S", 0.0)
+    with pytest.raises(TopicError, match=r"unknown topic t\.orders\.placed .*sluice topics create"):
+        sender.require_topics(Settings(topic_prefix="t."), "orders.placed")
+    assert len(looks) == 1
