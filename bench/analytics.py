@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -36,7 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Producer
 
-from bench.common import broker, report, rounds
+from bench.common import broker, drop_topics, report, rounds
 from pipelines import admin
 from pipelines.catalog import APP_IDS
 from pipelines.runner import Fleet
@@ -158,7 +157,7 @@ def faust_stage(bootstrap: str, count: int, tmp: Path, label: str) -> float:
         notes = fleet.stop_all()
         if notes:
             print("  note:", "; ".join(notes))
-        _cleanup(settings)
+        drop_topics(settings)
 
 
 def bare_loop(bootstrap: str, count: int, tmp: Path, label: str) -> float:
@@ -176,7 +175,7 @@ def bare_loop(bootstrap: str, count: int, tmp: Path, label: str) -> float:
     finally:
         loop.stop.set()
         thread.join(timeout=30)
-        _cleanup(settings)
+        drop_topics(settings)
 
 
 class BareLoop:
@@ -252,12 +251,6 @@ class BareLoop:
                 "partition": record.partition,
                 "partial": entry["partial"],
             }
-
-
-def _cleanup(settings: Settings) -> None:
-    with contextlib.suppress(Exception):
-        names = [t for t in admin.list_topics(settings) if t.startswith(settings.topic_prefix)]
-        admin.delete_topics(settings, names)
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pipelines import admin
 from pipelines.localkafka import LocalCluster, free_base_port
+from pipelines.settings import Settings
 
 
 @contextlib.contextmanager
@@ -67,3 +69,10 @@ def timed(count: int, body: Callable[[], None]) -> float:
     started = time.perf_counter()
     body()
     return count / (time.perf_counter() - started)
+
+
+def drop_topics(settings: Settings) -> None:
+    """Delete a round's topics (its prefix), best effort: a bench leaves the broker clean."""
+    with contextlib.suppress(Exception):
+        names = [t for t in admin.list_topics(settings) if t.startswith(settings.topic_prefix)]
+        admin.delete_topics(settings, names)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import tempfile
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.common import broker, report, rounds
+from bench.common import broker, drop_topics, report, rounds
 from pipelines import admin, domain
 from pipelines.catalog import APP_IDS, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.runner import Fleet
@@ -180,7 +179,7 @@ def faust_stage(bootstrap: str, orders: int, tmp: Path, store: str = "rocksdb://
         return rate
     finally:
         fleet.stop_all()
-        _cleanup(settings)
+        drop_topics(settings)
 
 
 def bare_loop(bootstrap: str, orders: int, tmp: Path) -> float:
@@ -197,7 +196,7 @@ def bare_loop(bootstrap: str, orders: int, tmp: Path) -> float:
     finally:
         stop.set()
         thread.join(timeout=30)
-        _cleanup(settings)
+        drop_topics(settings)
 
 
 class BareLoop:
@@ -384,7 +383,7 @@ def latency_run(  # noqa: PLR0917
         return {**measured, **{f"cold_{k}": v for k, v in cold.items()}}
     finally:
         fleet.stop_all()
-        _cleanup(settings)
+        drop_topics(settings)
 
 
 def _drain_rate(settings: Settings) -> float:
@@ -420,12 +419,6 @@ def _latencies(settings: Settings, counted: Callable[[str], bool]) -> dict[str, 
         "max_ms": sample.quantile(1.0),
         "orders": float(sample.count),
     }
-
-
-def _cleanup(settings: Settings) -> None:
-    with contextlib.suppress(Exception):
-        names = [t for t in admin.list_topics(settings) if t.startswith(settings.topic_prefix)]
-        admin.delete_topics(settings, names)
 
 
 def main() -> None:
