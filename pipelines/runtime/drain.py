@@ -25,7 +25,7 @@ and records behind the read offset dropped. The commit guard's filters
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -69,9 +69,36 @@ def ready_check(consumer: Any) -> Callable[[TP], bool]:
             return False
         if len(pending) > buffer.max_messages:
             return False  # the callback would wait for the producer buffer to ebb
-        return not any(channel.queue.full() for channel in channels_of(tp, ()))
+        for channel in channels_of(tp, ()):  # noqa: SIM110 - a loop, not all(): runs per record
+            if channel.queue.full():
+                return False
+        return True
 
     return ready
+
+
+async def room_made(consumer: Any, tp: TP, ready: Callable[[TP], bool]) -> bool:
+    """Wait out full stream buffers of `tp` once; whether the hand-over is inline now."""
+    await wait_for_room(consumer, tp)
+    return ready(tp)
+
+
+def direct_hand_over(consumer: Any) -> Callable[[Any], Awaitable[None]]:
+    """The conductor's callback without its lock, for a record `ready` has cleared.
+
+    `Conductor.on_message` takes the partition-map lock only to read the record's
+    handler; `ready` has just seen that lock free, and nothing has yielded since, so the
+    handler is read directly (the map is updated in place, never replaced). Any other
+    consumer callback is called as is."""
+    conductor = consumer.app.topics
+    if consumer.callback is not conductor.on_message:
+        return cast(Callable[[Any], Awaitable[None]], consumer.callback)
+    handler_of = conductor._tp_to_callback.__getitem__
+
+    def hand_over(message: Any) -> Awaitable[None]:
+        return cast(Awaitable[None], handler_of(message.tp)(message))
+
+    return hand_over
 
 
 async def drain_messages(self: Any, fetcher: Any) -> None:
@@ -106,6 +133,7 @@ async def _drain(self: Any, fetcher: Any) -> None:
     acks_enabled_for = self.app.topics.acks_enabled_for
     suspend_flow = self.suspend_flow
     ready = ready_check(self)
+    hand_over = direct_hand_over(self)
     since_yield = 0
     sleep = asyncio.sleep
     while not (consumer_should_stop() or fetcher_should_stop()):
@@ -129,10 +157,8 @@ async def _drain(self: Any, fetcher: Any) -> None:
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0
                 await self.commit()
-            if not ready(tp):
-                await wait_for_room(self, tp)
-            if ready(tp):
-                await callback(message)
+            if ready(tp) or await room_made(self, tp, ready):
+                await hand_over(message)
             else:  # suspended, or blocked on the producer buffer: Faust's race
                 await self.wait_first(callback(message), suspend_flow.wait())
             set_read_offset(tp, offset)

@@ -23,13 +23,14 @@ import faust
 from aiokafka.consumer.fetcher import Fetcher
 from faust import streams
 from faust.transport import consumer as faust_consumer
+from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.logging import CompositeLogger
 
 from pipelines.errors import PrerequisiteError
-from pipelines.runtime import drain, quiet, send
-from pipelines.runtime.patching import Patch, Target, apply, shipped_source
+from pipelines.runtime import drain, quiet, raw, send
+from pipelines.runtime.patching import Patch, Target, apply, original, shipped_source
 
 try:  # shipped compiled in faust-streaming's wheels; check_versions requires them
     from faust._cython import streams as cython_streams
@@ -103,15 +104,31 @@ def _kept(*originals: Any) -> tuple[Any, ...]:
 
 
 def _source_of(owner: Any, name: str) -> Any:
-    return lambda: inspect.getsource(getattr(owner, name))
+    return lambda: inspect.getsource(original(owner, name))
 
 
 PATCHES: tuple[Patch, ...] = (
     Patch(
         "inline_drain",
         "hand records to the conductor inline; Faust's wait_first race only when it would block",
-        (Target(faust_consumer.Consumer, "_drain_messages", "44a2500309e83c63"),),
-        lambda _original: (drain.drain_messages,),
+        (
+            Target(faust_consumer.Consumer, "_drain_messages", "44a2500309e83c63"),
+            # kept: the inline hand-over reads the handler map the way on_message does
+            Target(Conductor, "_compile_message_handler", "9fbc0538097aa4ec"),
+        ),
+        lambda _original, handler: (drain.drain_messages, handler),
+    ),
+    Patch(
+        "raw_decode",
+        "a raw-bytes topic builds its events directly, without the codec round trip",
+        (Target(faust.Schema, "compile", "d46eec5ce3195b2c"),),
+        raw.raw_decode,
+    ),
+    Patch(
+        "quick_ebb",
+        "the conductor's per-record producer-buffer check without a settings lookup",
+        (Target(ProducerBuffer, "wait_until_ebb", "758dd5744044071b"),),
+        quiet.quick_ebb,
     ),
     Patch(
         "log_if_enabled",

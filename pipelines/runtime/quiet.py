@@ -125,3 +125,19 @@ def stream_sleep(original: Any) -> tuple[Any]:
     if original is not asyncio.sleep:  # the .pyx fingerprint covers how it is used
         raise RuntimeError("faust._cython.streams.sleep is not asyncio.sleep")
     return (rare_sleep,)
+
+
+def quick_ebb(base: Any) -> tuple[Any]:
+    """`ProducerBuffer.wait_until_ebb` that answers "below the mark" without reading
+    `app.conf` (a settings lookup per record: the conductor awaits it for every record).
+    Whether the buffer is threaded is read once per buffer; over the mark, or threaded,
+    Faust's own wait runs."""
+
+    async def wait_until_ebb(self: Any) -> None:
+        threaded = self.__dict__.get("_sluice_threaded")
+        if threaded is None:
+            threaded = self.__dict__["_sluice_threaded"] = bool(self.app.conf.producer_threaded)
+        if threaded or len(self.pending._queue) > self.max_messages:
+            await base(self)
+
+    return (wait_until_ebb,)

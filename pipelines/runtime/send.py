@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.runtime.raw import RawTopics, bytes_or_none
+
 
 def lean_send(base: Any) -> tuple[Any]:
+    raw_topic = RawTopics()
+
     async def send(
         self: Any,
         *,
@@ -54,10 +58,20 @@ def lean_send(base: Any) -> tuple[Any]:
                 force=force,
             )
         open_headers = self.prepare_headers(headers)
-        final_key, open_headers = self.prepare_key(key, key_serializer, schema, open_headers)
-        final_value, open_headers = self.prepare_value(
-            value, value_serializer, schema, open_headers
-        )
+        if (
+            schema is None
+            and key_serializer is None
+            and value_serializer is None
+            and bytes_or_none(key)
+            and bytes_or_none(value)
+            and raw_topic(self)
+        ):
+            final_key, final_value = key, value  # raw bytes: Faust's encoding is the identity
+        else:
+            final_key, open_headers = self.prepare_key(key, key_serializer, schema, open_headers)
+            final_value, open_headers = self.prepare_value(
+                value, value_serializer, schema, open_headers
+            )
         return await producer.send(
             self.get_topic_name(),
             final_key,

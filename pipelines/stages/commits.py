@@ -38,7 +38,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import faust
@@ -46,6 +47,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from pipelines.runtime import records
 from pipelines.runtime.patching import Patch, Target
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,28 @@ def is_stale(offset: int, wanted: int, sought_for_s: float) -> bool:
     return offset < wanted or (offset > wanted and sought_for_s < STALE_S)
 
 
+def _fresh(consumer: Any, expected: dict[TP, tuple[int, float]], tp: TP, message: Any) -> bool:
+    """Whether a fetched record goes to the streams: not held by backpressure, not stale."""
+    hold = getattr(consumer, "_sluice_hold", None)
+    if hold is not None and hold(tp):
+        return False  # held by backpressure: re-read from where the stage stopped
+    wanted = expected.get(tp)
+    if wanted is None:
+        return True
+    if is_stale(message.offset, wanted[0], time.monotonic() - wanted[1]):
+        return False
+    if message.offset != wanted[0]:
+        log.warning(
+            "%s[%d]: sought offset %d, first record is %d (deleted by retention?)",
+            tp.topic,
+            tp.partition,
+            wanted[0],
+            message.offset,
+        )
+    del expected[tp]
+    return True
+
+
 def _guard_seeks(base_seek: Any, base_getmany: Any, base_seek_to_committed: Any) -> tuple[Any, ...]:
     """Remember every seek, and hold back the records fetched before it."""
 
@@ -108,26 +132,9 @@ def _guard_seeks(base_seek: Any, base_getmany: Any, base_seek_to_committed: Any)
                 expected[TP(tp.topic, tp.partition)] = (offset, now)
         return offsets
 
-    async def getmany(self: Consumer, timeout: float) -> Any:
-        expected = _expected(self)
-        async for tp, message in base_getmany(self, timeout):
-            hold = getattr(self, "_sluice_hold", None)
-            if hold is not None and hold(tp):
-                continue  # held by backpressure: re-read from where the stage stopped
-            wanted = expected.get(tp)
-            if wanted is not None:
-                if is_stale(message.offset, wanted[0], time.monotonic() - wanted[1]):
-                    continue
-                if message.offset != wanted[0]:
-                    log.warning(
-                        "%s[%d]: sought offset %d, first record is %d (deleted by retention?)",
-                        tp.topic,
-                        tp.partition,
-                        wanted[0],
-                        message.offset,
-                    )
-                del expected[tp]
-            yield tp, message
+    def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        # Faust's getmany (base_getmany, fingerprinted) with the filter inside it
+        return records.fetched(self, timeout, partial(_fresh, self, _expected(self)))
 
     return seek, getmany, seek_to_committed
 

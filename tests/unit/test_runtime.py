@@ -270,14 +270,21 @@ def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
         conf=SimpleNamespace(producer_threaded=False),
     )
 
-    async def callback(message: Any) -> None:
-        calls.append(("delivered", message.offset))
+    async def callback(message: Any) -> None:  # Conductor.on_message: takes the lock
+        async with consumer.app.topics._tp_to_callback_lock:
+            calls.append(("delivered", message.offset))
+
+    async def handler(message: Any) -> None:  # the partition's handler, read directly
+        calls.append(("handled", message.offset))
+
+    consumer.app.topics.on_message = callback
+    consumer.app.topics._tp_to_callback = {TP0: handler}
 
     async def getmany(timeout: float) -> Any:
         for tp, offset in records:
             if offset == 3:
                 queue._full = True  # the stream buffer fills up before offset 3
-            yield tp, SimpleNamespace(offset=offset, topic=tp.topic)
+            yield tp, SimpleNamespace(offset=offset, topic=tp.topic, tp=tp)
         stopped.value = True
 
     async def wait_first(*coros: Any) -> None:
@@ -306,10 +313,10 @@ def test_the_drain_loop_hands_over_inline_and_races_only_when_it_would_block() -
     fetcher = SimpleNamespace(_stopped=_Event())
     asyncio.run(drain.drain_messages(consumer, fetcher))
     assert consumer.calls == [
-        ("delivered", 0),
-        ("delivered", 1),  # then offset 0 again, behind the read offset: dropped
+        ("handled", 0),  # inline, straight to the partition's handler
+        ("handled", 1),  # then offset 0 again, behind the read offset: dropped
         ("raced", -1),  # the buffer is full: wait for room, abandonable on a rebalance
-        ("delivered", 3),  # room again: inline
+        ("handled", 3),  # room again: inline
     ]
     assert consumer._read_offset[TP0] == 3
     assert consumer.gaps == [(2, 3)]  # offset 2 never came: a gap, as Faust records it
@@ -327,7 +334,7 @@ def test_a_rebalance_while_the_buffer_is_full_falls_back_to_faust_race() -> None
 
     asyncio.run(run())
     # the wait for room and then Faust's own race, whose put waits for the full buffer
-    assert consumer.calls[:3] == [("delivered", 0), ("raced", -1), ("raced", -1)]
+    assert consumer.calls[:3] == [("handled", 0), ("raced", -1), ("raced", -1)]
 
 
 def test_the_drain_loop_is_not_ready_while_anything_would_block() -> None:
