@@ -20,7 +20,9 @@ from collections.abc import Collection
 from typing import Any
 
 import faust
+from aiokafka import partitioner as aiokafka_partitioner
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.producer.producer import AIOKafkaProducer
 from faust import streams
 from faust.transport import consumer as faust_consumer
 from faust.transport.conductor import Conductor
@@ -29,7 +31,7 @@ from faust.transport.producer import ProducerBuffer
 from mode.utils.logging import CompositeLogger
 
 from pipelines.errors import PrerequisiteError
-from pipelines.runtime import drain, quiet, raw, send
+from pipelines.runtime import drain, partition, quiet, raw, send
 from pipelines.runtime.patching import Patch, Target, apply, original, shipped_source
 
 try:  # shipped compiled in faust-streaming's wheels; check_versions requires them
@@ -123,6 +125,22 @@ PATCHES: tuple[Patch, ...] = (
         "a raw-bytes topic builds its events directly, without the codec round trip",
         (Target(faust.Schema, "compile", "d46eec5ce3195b2c"),),
         raw.raw_decode,
+    ),
+    Patch(
+        "partition_lists_per_metadata",
+        "a keyed send reuses the topic's partition lists until the metadata is refreshed",
+        (Target(AIOKafkaProducer, "_partition", "e45fa9c539d431d1"),),
+        partition.partition_lists_per_metadata,
+    ),
+    Patch(
+        "unpacked_murmur2",
+        "Kafka's key hash reads the key's words with one struct call (same partitions)",
+        (
+            Target(aiokafka_partitioner, "murmur2", "62179ca184949379"),
+            # kept: the default partitioner calls the module's murmur2 by name
+            Target(aiokafka_partitioner.DefaultPartitioner, "__call__", "4911320054e76343"),
+        ),
+        lambda _murmur2, call: (partition.murmur2, call),
     ),
     Patch(
         "quick_ebb",

@@ -4,6 +4,7 @@ gives what Faust's own path gives, and steps aside whenever it might not."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,11 +12,12 @@ from typing import Any, cast
 
 import faust
 import pytest
+from aiokafka import partitioner
 from faust.types import TP
 from faust.types.tuples import Message
 
 from pipelines import runtime
-from pipelines.runtime import quiet, raw, records
+from pipelines.runtime import partition, quiet, raw, records
 from pipelines.runtime.patching import original
 from pipelines.settings import Settings
 from pipelines.stages.faustapp import RAW, make_app
@@ -220,3 +222,53 @@ def test_a_fetch_while_the_flow_is_stopped_seeks_back_instead() -> None:
     consumer.flow_active = False
     assert _take(consumer) == []
     assert consumer.sought == 1
+
+
+def test_the_key_hash_is_kafkas_murmur2_on_every_length() -> None:
+    aiokafka_murmur2 = original(partitioner, "murmur2")
+    rng = random.Random(16)
+    for length in range(70):
+        for _ in range(20):
+            key = rng.randbytes(length)
+            assert partition.murmur2(key) == aiokafka_murmur2(key), key
+
+
+class _Metadata:
+    def __init__(self) -> None:
+        self.builds = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        leader = SimpleNamespace(leader=1)
+        self._partitions = {"t.out": {0: leader, 1: leader, 2: SimpleNamespace(leader=-1)}}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.builds += 1
+        return set(self._partitions[topic])
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return {p for p, meta in self._partitions[topic].items() if meta.leader != -1}
+
+
+def test_a_keyed_send_reuses_the_partition_lists_until_the_metadata_changes() -> None:
+    asked: list[tuple[Any, ...]] = []
+
+    def partitioner(key: bytes, all_partitions: list[int], available: list[int]) -> int:
+        asked.append((key, all_partitions, available))
+        return 1
+
+    producer = SimpleNamespace(_metadata=_Metadata(), _partitioner=partitioner)
+
+    def faust_partition(self: Any, topic: str, partition: int | None, *_rest: Any) -> int:
+        return -1 if partition is None else partition
+
+    (choose,) = partition.partition_lists_per_metadata(faust_partition)
+    for key in (b"a", b"b"):
+        assert choose(producer, "t.out", None, key, b"v", key, b"v") == 1
+    assert producer._metadata.builds == 1
+    assert asked[0] == (b"a", [0, 1, 2], [0, 1])
+    producer._metadata.refresh()  # aiokafka replaces the topic's partitions on refresh
+    choose(producer, "t.out", None, b"c", b"v", b"c", b"v")
+    assert producer._metadata.builds == 2
+    assert choose(producer, "t.out", 2, b"d", b"v", b"d", b"v") == 2  # explicit: aiokafka's
+    assert choose(producer, "t.unknown", None, b"e", b"v", b"e", b"v") == -1  # aiokafka's
