@@ -4,6 +4,7 @@ gives what Faust's own path gives, and steps aside whenever it might not."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections import deque
 from pathlib import Path
@@ -18,6 +19,7 @@ from faust.types.tuples import Message
 
 from pipelines import runtime
 from pipelines.runtime import partition, quiet, raw, records
+from pipelines.runtime.faust_tuning import GC_YOUNG
 from pipelines.runtime.patching import original
 from pipelines.settings import Settings
 from pipelines.stages.faustapp import RAW, make_app
@@ -272,3 +274,7 @@ def test_a_keyed_send_reuses_the_partition_lists_until_the_metadata_changes() ->
     assert producer._metadata.builds == 2
     assert choose(producer, "t.out", 2, b"d", b"v", b"d", b"v") == 2  # explicit: aiokafka's
     assert choose(producer, "t.unknown", None, b"e", b"v", b"e", b"v") == -1  # aiokafka's
+
+
+def test_a_stage_app_collects_the_young_generation_less_often(app: faust.App) -> None:
+    assert gc.get_threshold()[0] == GC_YOUNG > 700
