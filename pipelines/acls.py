@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._acl import (
+from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
 )
-from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
 from pipelines.admin import admin_client
 from pipelines.catalog import APP_IDS, CATALOG, INTERNAL, RETRY_STEPS, TopicSpec

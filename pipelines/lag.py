@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.admin import OffsetSpec
 
 from pipelines.admin import admin_client
 from pipelines.clientdiag import quiet_logger
