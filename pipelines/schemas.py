@@ -146,10 +146,18 @@ class SchemaStore:
             ) from None
 
 
+PACKAGED = Path(__file__).resolve().parent / "_schemas"  # the wheel's copy of schemas/
+CHECKOUT = Path(__file__).resolve().parents[1] / "schemas"
+
+
 def schemas_dir() -> Path:
-    """`schemas/` of this checkout, or `$SLUICE_SCHEMAS_DIR`."""
+    """`$SLUICE_SCHEMAS_DIR`, else the schemas installed with the package (a wheel carries
+    `schemas/` as `pipelines/_schemas`), else `schemas/` of this checkout. Never the
+    working directory: a command run from anywhere reads the same schemas."""
     override = os.environ.get("SLUICE_SCHEMAS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "schemas"
+    if override:
+        return Path(override)
+    return PACKAGED if PACKAGED.is_dir() else CHECKOUT
 
 
 @lru_cache(maxsize=8)
