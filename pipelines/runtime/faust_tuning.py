@@ -244,7 +244,7 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "short_fetch_wait",
-        "a batching app caps its fetcher's long-poll per app (pipelines.runtime.fetch)",
+        "a batching app caps its fetch long-poll and untaken records' hold (runtime.fetch)",
         (Target(Fetcher, "__init__", "bf21ecb7e0f210b7"),),
         _kept,
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import inspect
 import io
 import logging
 from collections import deque
@@ -474,9 +475,17 @@ def test_acting_for_an_event_makes_it_current_for_the_block_only() -> None:
 
 
 def test_short_fetch_waits_caps_the_running_fetchers_long_poll(app: faust.App) -> None:
-    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500, _prefetch_backoff=0.1)
     consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher)))
-    runtime.short_fetch_waits(app, wait_ms=7)
+    runtime.short_fetch_waits(app, wait_ms=7, backoff_s=0.002)
     app._consumer = consumer  # type: ignore[attr-defined]
     asyncio.run(app.on_partitions_assigned.send(set()))
-    assert fetcher._fetch_max_wait_ms == 7
+    assert (fetcher._fetch_max_wait_ms, fetcher._prefetch_backoff) == (7, 0.002)
+
+
+def test_the_fetchers_attributes_the_cap_sets_still_exist() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    source = inspect.getsource(original(Fetcher, "__init__"))
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in source
+    assert "self._prefetch_backoff = prefetch_backoff" in source
