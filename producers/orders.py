@@ -48,11 +48,11 @@ def produce_orders(
     sender.warm(topic, settings.request_timeout_s)
     try:
         for n in range(run.start_index, run.start_index + run.count):
-            order = generator.make(n)
             limiter.acquire(idle=sender.poll)
             if throttle is not None:
                 throttle.sleep = sender.poll  # keep serving delivery reports while waiting
-                throttle(sender)
+                throttle(sender)  # may measure the lag first: a blocking admin query
+            order = generator.make(n)  # stamped now, when it is placed, not before the waits
             value = serde.encode(schema, order, topic=topic)
             sender.send(topic, order["order_id"].encode(), value)
             if reporter is not None:
