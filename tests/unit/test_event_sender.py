@@ -3,6 +3,8 @@ require_topics (a topic created a moment ago is waited for, a missing one is one
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
@@ -15,8 +17,15 @@ from producers.sender import EventSender
 
 
 class Metadata:
-    def __init__(self, error: KafkaError | None = None) -> None:
-        self.error, self.calls = error, []
+    """A producer that answers metadata requests and, on each poll, reports the next of
+    `states` through the sender's statistics callback (as librdkafka's would)."""
+
+    def __init__(
+        self, error: KafkaError | None = None, on_stats: Any = None, states: tuple[str, ...] = ()
+    ) -> None:
+        self.error, self.polls = error, 0
+        self.calls: list[tuple[str | None, float]] = []
+        self.on_stats, self.states = on_stats, list(states)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         self.calls.append((topic, timeout))
@@ -24,21 +33,43 @@ class Metadata:
             raise KafkaException(self.error)
         return None
 
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        if self.states and self.on_stats is not None:
+            state = self.states.pop(0)
+            self.on_stats(json.dumps({"name": "p", "eos": {"idemp_state": state}}))
+        else:
+            time.sleep(timeout)
+        return 0
 
-def test_warm_asks_for_the_topics_metadata_once() -> None:
+
+def test_warm_asks_for_the_topics_metadata_once_and_waits_for_the_producer_id() -> None:
     sender = EventSender(Settings(bootstrap_servers="127.0.0.1:1"))
-    fake = Metadata()
+    states = ("WaitTransport", "RequestPID", "Assigned", "Assigned")
+    fake = Metadata(on_stats=sender._statistics, states=states)
     sender.producer = fake  # type: ignore[assignment]
     sender.warm("t.orders.placed", 3.0)
     assert fake.calls == [("t.orders.placed", 3.0)]
+    assert fake.polls == 3  # returned once the id was assigned
+    assert sender.has_producer_id
+
+
+def test_warm_does_not_wait_for_an_id_a_producer_without_idempotence_never_gets() -> None:
+    sender = EventSender(Settings(bootstrap_servers="127.0.0.1:1"), **{"enable.idempotence": False})
+    fake = Metadata(on_stats=sender._statistics, states=("Init",))
+    sender.producer = fake  # type: ignore[assignment]
+    sender.warm("t.orders.placed", 3.0)
+    assert fake.polls == 0
 
 
 def test_warm_leaves_an_unreachable_broker_to_the_sends() -> None:
     sender = EventSender(Settings(bootstrap_servers="127.0.0.1:1"))
     fake = Metadata(KafkaError(KafkaError._TRANSPORT))
     sender.producer = fake  # type: ignore[assignment]
+    started = time.monotonic()
     sender.warm("t.orders.placed", 0.1)  # no exception: the first send reports it
     assert len(fake.calls) == 1
+    assert time.monotonic() - started < 1.0  # and the wait for an id ends with the timeout
 
 
 def test_a_topic_still_on_its_way_to_every_broker_is_waited_for(
