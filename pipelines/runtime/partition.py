@@ -9,47 +9,18 @@ that walks it four bytes at a time, indexing and masking each byte.
   which aiokafka replaces wholesale (a new dict per topic) on every refresh, so they are
   built once per topic and metadata generation and reused until the next refresh.
 * `murmur2`: the same hash (Kafka's, as the Java client computes it, so records land on
-  the partitions every other client picks), reading the key's 32-bit words with one
-  `struct` call instead of four indexed bytes per word.
+  the partitions every other client picks) that `pipelines.stages.homing` computes for
+  placements, which reads the key's 32-bit words with `struct` instead of four indexed
+  bytes per word.
 """
 
 from __future__ import annotations
 
-import struct
-from functools import lru_cache
 from typing import Any
 
-SEED = 0x9747B28C
-M = 0x5BD1E995
-MASK = 0xFFFFFFFF
+from pipelines.stages.homing import murmur2
 
-
-@lru_cache(maxsize=256)
-def _words(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}I")
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of `data` (equal to aiokafka's `murmur2`, tested on every length)."""
-    length = len(data)
-    h = (SEED ^ length) & MASK
-    count = length >> 2
-    if count:
-        for word in _words(count).unpack_from(data):
-            k = (word * M) & MASK
-            k ^= k >> 24
-            h = ((h * M) & MASK) ^ ((k * M) & MASK)
-    tail = length & 3
-    if tail:
-        at = length - tail
-        if tail == 3:
-            h ^= data[at + 2] << 16
-        if tail >= 2:
-            h ^= data[at + 1] << 8
-        h = ((h ^ data[at]) * M) & MASK
-    h ^= h >> 13
-    h = (h * M) & MASK
-    return h ^ (h >> 15)
+__all__ = ["murmur2", "partition_lists_per_metadata"]
 
 
 def partition_lists_per_metadata(base: Any) -> tuple[Any]:

@@ -63,22 +63,18 @@ def raw_decode(base: Any) -> tuple[Any]:
     return (compile,)
 
 
-class RawTopics:
-    """`is_raw` per topic, remembered with the schema it was judged on."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[Any, bool]] = {}
-
-    def __call__(self, topic: Any) -> bool:
-        schema = topic.schema
-        seen = self._seen.get(id(topic))
-        if seen is None or seen[0] is not schema:
-            plain = (
-                type(topic).prepare_key is SerializedChannel.prepare_key
-                and type(topic).prepare_value is SerializedChannel.prepare_value
-            )
-            seen = self._seen[id(topic)] = (schema, plain and is_raw(schema, topic.app))
-        return seen[1]
+def raw_topic(topic: Any) -> bool:
+    """`is_raw` for a topic whose encoders are Faust's own, judged once per schema it has
+    (kept on the topic, so a schema swapped later is judged again)."""
+    schema = topic.schema
+    seen = topic.__dict__.get("_sluice_raw")
+    if seen is None or seen[0] is not schema:
+        plain = (
+            type(topic).prepare_key is SerializedChannel.prepare_key
+            and type(topic).prepare_value is SerializedChannel.prepare_value
+        )
+        seen = topic.__dict__["_sluice_raw"] = (schema, plain and is_raw(schema, topic.app))
+    return bool(seen[1])
 
 
 def bytes_or_none(value: Any) -> bool:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.runtime.raw import RawTopics, bytes_or_none
+from pipelines.runtime.raw import bytes_or_none, raw_topic
 
 
 def lean_send(base: Any) -> tuple[Any]:
-    raw_topic = RawTopics()
-
     async def send(
         self: Any,
         *,

@@ -80,7 +80,7 @@ def test_only_a_plain_raw_schema_is_raw(app: faust.App) -> None:
 
 
 def test_the_raw_send_check_follows_the_topics_schema(app: faust.App) -> None:
-    check = raw.RawTopics()
+    check = raw.raw_topic
     topic = app.topic("t.raw", **RAW)
     assert check(topic)
     topic.schema = faust.Schema(key_type=bytes, value_type=bytes, value_serializer="json")
