@@ -196,6 +196,12 @@ PATCHES: tuple[Patch, ...] = (
         send.lean_send,
     ),
     Patch(
+        "direct_produce",
+        "a plain record goes from the driver to aiokafka's accumulator (runtime.send)",
+        (Target(faust_aiokafka.Producer, "send", "0b5bd08f52e5e2a9"),),
+        send.direct_produce,
+    ),
+    Patch(
         "idempotent_producer",
         "every producer is idempotent (acks=all): a retried batch is never appended twice",
         (Target(faust_aiokafka.Producer, "_settings_extra", "a4c7bc41b6382223"),),

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from faust.exceptions import ProducerSendError
+
 from pipelines.runtime.raw import bytes_or_none, raw_topic
 
 
@@ -80,3 +84,77 @@ def lean_send(base: Any) -> tuple[Any]:
         )
 
     return (send,)
+
+
+def direct_produce(base: Any) -> tuple[Any]:
+    """The Faust driver's `Producer.send`, straight to aiokafka's accumulator.
+
+    For every record, the driver fires the `on_produce_message` signal (which walks its
+    receivers through a generator even when there are none) and calls aiokafka's `send`,
+    which asks the client for the topic's partitions (a new set per record), runs the
+    serializers Faust never configures, and builds a `TopicPartition`. When there is no
+    receiver, no header, no timestamp, no transaction and the topic's metadata is known,
+    none of that changes anything: the record goes to the same accumulator, in the same
+    partition (the producer's own `_partition`), and the caller gets the same delivery
+    future. Anything else takes the driver's own path, unchanged.
+    """
+    partitions: dict[tuple[str, int], TopicPartition] = {}
+
+    async def send(  # noqa: PLR0917 - the driver's signature, called positionally
+        self: Any,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+        *,
+        transactional_id: str | None = None,
+    ) -> Any:
+        producer = self._producer
+        if (
+            producer is None
+            or transactional_id
+            or headers
+            or timestamp
+            or (key is None and value is None)
+            or not _plain(producer, topic)
+            or _has_receivers(self.app.on_produce_message)
+        ):
+            return await base(
+                self,
+                topic,
+                key,
+                value,
+                partition,
+                timestamp,
+                headers,
+                transactional_id=transactional_id,
+            )
+        chosen = producer._partition(topic, partition, key, value, key, value)
+        tp = partitions.get((topic, chosen))
+        if tp is None:
+            tp = partitions[(topic, chosen)] = TopicPartition(topic, chosen)
+        try:
+            return await producer._message_accumulator.add_message(
+                tp, key, value, producer._request_timeout_ms / 1000, headers=[]
+            )
+        except KafkaError as exc:  # what the driver raises for it
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+
+    return (send,)
+
+
+def _plain(producer: Any, topic: str) -> bool:
+    """No serializer, no transactional id, and the topic's partitions already known."""
+    txn = producer._txn_manager
+    return (
+        topic in producer.client.cluster._partitions
+        and producer._key_serializer is None
+        and producer._value_serializer is None
+        and (txn is None or txn.transactional_id is None)
+    )
+
+
+def _has_receivers(signal: Any) -> bool:
+    return bool(signal._receivers or signal._filter_receivers)
