@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from faust import streams
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipelines.catalog import RETRY_STEPS
@@ -46,6 +47,7 @@ from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
 from pipelines.serde import serde_for
 from pipelines.stages import notify
+from pipelines.stages.batches import Ledger, dumps
 from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import (
     JSON_STATE,
@@ -172,6 +174,7 @@ def _topic(name: str) -> faust.TopicT:
 
 
 sender = DirectSender(app)
+ledger = Ledger(app)
 DLQ = settings.topic("notifications.dlq")
 dead_letters = DeadLetters("notifications", DLQ, sender.send, metrics.dead_letters)
 OUTPUTS = (
@@ -302,7 +305,7 @@ async def _send(channel: str, key: bytes, task: dict[str, Any], step: notify.Ste
     if step.clear_result:
         results.pop(key, None)  # a redrive retracts the dead-letter result
     await limits[channel].acquire()
-    await durable_set(attempts, key, state)
+    await durable_set(attempts, key, state, dumps(state))
     started = time.perf_counter()
     try:
         async with senders.lease(channel) as provider:
@@ -321,19 +324,31 @@ async def _send(channel: str, key: bytes, task: dict[str, Any], step: notify.Ste
     return notify.on_failed(task, state, error, now_ms=now_ms(), policy=policy)
 
 
-async def durable_set(tbl: Any, key: bytes, value: Any) -> None:
+async def durable_set(tbl: Any, key: bytes, value: Any, encoded: bytes) -> None:
     """Store `value` under `key`, returning once Kafka acknowledged the changelog record.
 
     `tbl[key] = value` only queues the changelog record in Faust's producer buffer and
     hands back nothing to wait on. Here the table's store is written directly and the
-    record is sent with the table's own `send_changelog`, whose FutureMessage resolves
-    when the broker acknowledged it (acks=all), and whose callback keeps Faust's
-    persisted-offset bookkeeping as for any table write. Once this returns, whichever
-    worker owns the partition next restores the value: that is what lets a redelivered
-    task know an attempt was already handed to the provider.
+    record (`encoded`, as the table's codec reads it back) goes through the app's producer
+    in the current event's partition (`Outbox`, as the order stage writes its tables),
+    keeping Faust's persisted-offset bookkeeping, and this returns when the broker
+    acknowledged it (acks=all). Whichever worker owns the partition next restores the
+    value: that is what lets a redelivered task know an attempt was already handed to
+    the provider.
     """
-    tbl.data[key] = value
-    await tbl.send_changelog(tbl.partition_for_key(key), key, value)
+    outbox = ledger.outbox()
+    outbox.put(tbl, streams.current_event(), key, value, encoded)
+    await outbox.delivered()
+
+
+async def forget(tbl: Any, key: bytes) -> None:
+    """`tbl.pop(key, None)`: the tombstone queued with the app's producer (Faust's commit
+    flushes it before committing, as for Faust's own deletes), not awaited."""
+    if tbl.data.get(key) is None:
+        return
+    outbox = ledger.outbox()
+    outbox.delete(tbl, tbl.partition_for_key(key), key)
+    await outbox.send()
 
 
 async def _apply(
@@ -342,8 +357,9 @@ async def _apply(
     """Carry out a decided step: result, retry, deferral or dead letter."""
     carried = _carried_headers(event)
     if step.kind == "deliver":
-        await durable_set(results, key, _encoded_result(step))
-        attempts.pop(key, None)  # only after the result is safe: it is the dedupe record now
+        encoded = _encoded_result(step)
+        await durable_set(results, key, encoded, encoded)
+        await forget(attempts, key)  # only after the result is safe: it is the dedupe record now
         metrics.sent("notifications.results")
     elif step.kind == "defer":
         await _publish(step.delay_topic or "", key, ref.value or b"", carried)

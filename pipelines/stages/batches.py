@@ -127,16 +127,17 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(records) for records in self.records.values())
 
-    async def send(self) -> None:
-        """Queue every record with the producer (returns before they are delivered)."""
+    async def send(self) -> list[Any]:
+        """Queue every record with the producer (returns before they are delivered); the
+        delivery futures, one per producer batch."""
         producer = self.ledger.producer()
+        futures = []
         for (topic, partition), records in self.records.items():
-            future = None
             batch = producer.create_batch()
             for key, value in records:
                 if batch.append(timestamp=None, key=key, value=value) is None:
                     batch.close()
-                    await producer.send_batch(batch, topic, partition=partition)
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     batch.append(timestamp=None, key=key, value=value)
             batch.close()
@@ -144,7 +145,15 @@ class Outbox:
             table = self._tables.get((topic, partition))
             if table is not None and _on_disk(table):
                 future.add_done_callback(_persist(table, TP(topic, partition), batch))
+            futures.append(future)
         self.records.clear()
+        return futures
+
+    async def delivered(self) -> None:
+        """Send, and return once Kafka has acknowledged every record (acks=all): what a
+        write that must survive this worker (an attempt before its send) waits for."""
+        for future in await self.send():
+            await future
 
 
 def _on_disk(table: Any) -> bool:

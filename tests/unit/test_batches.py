@@ -185,6 +185,41 @@ def test_a_full_producer_batch_is_sent_and_the_rest_goes_in_the_next() -> None:
     ]
 
 
+def test_a_durable_write_returns_only_once_every_batch_is_acknowledged() -> None:
+    """`Outbox.delivered` (an attempt before its send): every producer batch, the full
+    ones sent early included, must be acknowledged before it returns."""
+    producer = FakeProducer(room=2)
+    outbox = _outbox(producer)
+    for n in range(3):
+        outbox.add("t", 1, None, bytes([n]))
+    acks: list[asyncio.Future[Any]] = []
+    sent = producer.send_batch
+
+    async def tracked(batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        acks.append(await sent(batch, topic, partition=partition))
+        return acks[-1]
+
+    producer.send_batch = tracked  # type: ignore[method-assign]
+
+    async def write() -> list[bool]:
+        task = asyncio.ensure_future(outbox.delivered())
+        await asyncio.sleep(0)  # the task queues both batches and waits
+        states = [task.done()]
+        for ack in reversed(acks):  # the last batch first: the early one still holds it
+            await asyncio.sleep(0)
+            states.append(task.done())
+            ack.set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        states.append(task.done())
+        return states
+
+    states = asyncio.run(write())
+    assert len(acks) == 2  # one full batch, one with the rest
+    assert states[-1] is True
+    assert not any(states[:-1])  # not done while any batch was unacknowledged
+
+
 def test_only_a_rocksdb_store_has_offsets_to_remember() -> None:
     class Table:
         data = MemoryStore.__new__(MemoryStore)
