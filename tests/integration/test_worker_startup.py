@@ -228,7 +228,7 @@ def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     settings, a data dir under a file, a table dir another worker holds, no broker,
     topics that contradict the catalog. Each run exits non-zero with exactly one
     `error:` line on stderr naming the problem and the way out, and no traceback."""
-    from pipelines.stages.statedir import DirLock, worker_dir
+    from pipelines.stages.statedir import DirLock
 
     settings = pipeline_settings
     env = settings.as_env()
@@ -238,7 +238,7 @@ def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     busy_port = busy.getsockname()[1]
-    held = worker_dir(settings, settings.group("sluice-orders"), 0, "held")
+    held = settings.worker_dir(settings.group("sluice-orders"), 0, "held")
     held.mkdir(parents=True)
     lock = DirLock(held).acquire()
     nobody = {
