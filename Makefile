@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck browser unit integration bench kafka-up kafka-down clean
+.PHONY: demo test test-fast lint typecheck browser unit integration bench kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sluice needs Python 3.11+; set PYTHON=python3.11")'
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: lint typecheck browser
 	SLUICE_REQUIRE_INTEGRATION=1 $(BIN)/pytest
+
+# The inner loop: every test but the slow (> ~20 s), three-broker and fault-injection ones
+# (markers in pyproject.toml). `make test`, which CI runs, deselects nothing.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not cluster and not chaos"
 
 # The dashboard test drives Debian's headless Chromium; install it when it is missing.
 browser:

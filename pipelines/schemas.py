@@ -10,7 +10,6 @@ its fingerprints would not match what Java, Rust or Go readers compute.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from pipelines.errors import SluiceError
+from pipelines.settings import schemas_dir_override
 
 _FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 
@@ -154,9 +154,9 @@ def schemas_dir() -> Path:
     """`$SLUICE_SCHEMAS_DIR`, else the schemas installed with the package (a wheel carries
     `schemas/` as `pipelines/_schemas`), else `schemas/` of this checkout. Never the
     working directory: a command run from anywhere reads the same schemas."""
-    override = os.environ.get("SLUICE_SCHEMAS_DIR")
-    if override:
-        return Path(override)
+    override = schemas_dir_override()
+    if override is not None:
+        return override
     return PACKAGED if PACKAGED.is_dir() else CHECKOUT
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import ssl
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.catalog import APP_IDS
 from pipelines.delivery.settings import DeliverySettings
 from pipelines.stages.windows import WindowConfig
 
@@ -97,6 +100,26 @@ class SecuritySettings(BaseModel):
             password = self.password.get_secret_value() if self.password else None
             conf["sasl_plain_password"] = password
         return conf
+
+    def faust(self) -> dict[str, Any]:
+        """Faust's `broker_credentials` for this security setup (none for PLAINTEXT).
+
+        Faust hands them to every client it makes (consumer, producer, topic admin), so a
+        stage logs in as one principal everywhere.
+        """
+        import faust  # only a stage app needs it: importing the settings loads no Faust
+
+        if self.sasl_mechanism:
+            creds = faust.SASLCredentials(
+                username=self.username,
+                password=self.password.get_secret_value() if self.password else None,
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism,
+            )
+            return {"broker_credentials": creds}
+        if self.uses_tls:
+            return {"broker_credentials": faust.SSLCredentials(self.ssl_context())}
+        return {}
 
     def describe(self) -> str:
         """Who a client logs in as, for messages: never the password."""
@@ -199,6 +222,25 @@ class Settings(BaseSettings):
         max_length=249,
         description="Static group membership (KIP-345): a stable id per worker, e.g. the pod name; "
         "a worker restarted within the session timeout keeps its partitions without a rebalance.",
+    )
+    # One worker's own identity: set per process (`sluice worker` sets the port and the
+    # name for its child), so `as_env` does not hand them on to other processes.
+    worker_name: str | None = Field(
+        None,
+        description="Names this worker's table directory (`sluice worker --name`); "
+        "unset: the host name and the web port.",
+    )
+    web_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of this worker's /health and /metrics (`sluice worker -p` sets it); "
+        "unset: the stage's own (`sluice worker --help` lists them).",
+    )
+    web_bind: str = Field(
+        "127.0.0.1",
+        description="Address a worker's web server listens on; 0.0.0.0 when probes or "
+        "scrapers come from outside (a container).",
     )
     data_dir: Path = Field(default_factory=default_data_dir)
     partitions: int = Field(6, ge=1, le=1000, description="Partitions of every pipeline topic.")
@@ -303,6 +345,46 @@ class Settings(BaseSettings):
         hosts = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
 
+    def worker_dir(self, app_id: str, port: int, name: str | None = None) -> Path:
+        """Per-worker table storage: two workers on one host must not share a RocksDB.
+
+        Named after the worker (`name`, else `worker_name`), else the host and the web
+        port the worker really serves on, which no two running workers on one host share.
+        """
+        name = name or self.worker_name or f"{socket.gethostname()}-{port}"
+        return self.data_dir / "faust" / app_id / name
+
+    def faust(self, stage: str, web_port: int) -> dict[str, Any]:
+        """Faust app options for a worker of `stage` serving on `web_port`: everything but
+        the app id and the worker and supervisor classes, which the app builder adds.
+
+        Nothing here touches the disk or the network (Faust's CLI imports the app before
+        anything can report a failure well); `datadir` is a first guess that the worker
+        replaces once it knows the port it really serves on.
+        """
+        return {
+            "broker": self.faust_broker(),
+            "store": self.store,
+            "datadir": str(self.worker_dir(self.group(APP_IDS[stage]), web_port)),
+            "web_port": web_port,
+            "web_bind": self.web_bind,
+            "web_host": "127.0.0.1",
+            "topic_partitions": self.partitions,
+            "table_standby_replicas": 0,
+            "processing_guarantee": "at_least_once",
+            "broker_commit_interval": self.commit_interval_s,
+            "consumer_auto_offset_reset": "earliest",
+            "producer_acks": -1,
+            "stream_buffer_maxsize": max(100, self.backpressure.buffer_per_partition),
+            "producer_linger": 0.05,
+            # A crashed worker's partitions move after the session timeout: Faust's 60 s
+            # default would stall them a minute; 10 s is Kafka's long-time default.
+            "broker_session_timeout": 10.0,
+            "broker_heartbeat_interval": 3.0,
+            "consumer_group_instance_id": self.group_instance_id,
+            **self.security.faust(),
+        }
+
 
 def _revealed(value: Any) -> Any:
     """A model dump with SecretStr values shown and paths as strings (JSON-ready)."""
@@ -321,3 +403,47 @@ def _revealed(value: Any) -> Any:
 def get_settings() -> Settings:
     """Settings from the environment, read once per process."""
     return Settings()
+
+
+class LocalKafkaSettings(BaseSettings):
+    """What the local broker (`sluice kafka up`, the tests' and benches' clusters) reads
+    from the environment.
+
+    Apart from `Settings` on purpose: the local broker runs where no pipeline settings
+    are built (tests, benches) and must not fail over an unrelated pipeline setting, and
+    JAVA_HOME and XDG_CACHE_HOME belong to the machine, not to Sluice. Read it when it
+    is needed (`LocalKafkaSettings()`), not at import: tests change the environment.
+    An empty variable counts as unset, as it always did.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_KAFKA_", env_ignore_empty=True, frozen=True, extra="ignore"
+    )
+
+    heap_mb: int | None = Field(
+        None, description="JVM heap per node (SLUICE_KAFKA_HEAP_MB); unset or 0: the default."
+    )
+    deploy_dir: Path | None = Field(
+        None,
+        description="A directory holding deploy/local's pom.xml and log4j2.properties "
+        "(SLUICE_KAFKA_DEPLOY_DIR), when Sluice runs outside its checkout.",
+    )
+    java_home: Path | None = Field(
+        None, validation_alias="JAVA_HOME", description="Run $JAVA_HOME/bin/java, not PATH's."
+    )
+    cache_home: Path = Field(
+        default_factory=lambda: Path.home() / ".cache",
+        validation_alias="XDG_CACHE_HOME",
+        description="The user's cache directory (XDG); resolved classpaths are kept there.",
+    )
+
+
+def schemas_dir_override() -> Path | None:
+    """`$SLUICE_SCHEMAS_DIR` (unset or empty: None).
+
+    A plain function, not a `Settings` field: schemas load on first use by code that has
+    no settings at hand (serde, `sluice schemas check`), and must not fail over an
+    unrelated pipeline setting.
+    """
+    value = os.environ.get("SLUICE_SCHEMAS_DIR")
+    return Path(value) if value else None

@@ -90,9 +90,8 @@ def worker(
         "worker",
         "--web-port",
         str(port),
-        "--web-bind",
-        # Loopback unless told (a container's probes and scrapers need SLUICE_WEB_BIND=0.0.0.0).
-        env.get("SLUICE_WEB_BIND", "127.0.0.1"),
+        # No --web-bind: the app binds `Settings.web_bind`, loopback unless told (a
+        # container's probes and scrapers need SLUICE_WEB_BIND=0.0.0.0).
         "--loglevel",
         loglevel,
     ]

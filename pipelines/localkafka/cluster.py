@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipelines.diskcheck import check_broker_dir
 from pipelines.errors import BrokerUnavailable, LocalKafkaError
@@ -35,9 +35,7 @@ from pipelines.localkafka.nodes import (
 )
 from pipelines.localkafka.prereq import check_java
 from pipelines.localkafka.secure import ADMIN, MECHANISM, SecureMaterial, write_private
-
-if TYPE_CHECKING:
-    from pipelines.settings import Settings
+from pipelines.settings import LocalKafkaSettings, SecuritySettings, Settings
 
 Progress = Callable[[str], None]
 
@@ -104,9 +102,7 @@ class LocalCluster:
         self.secure = state.secure if state else bool(secure)
         self._requested = (brokers, base_port, secure)
         self.heap_mb = (
-            heap_mb
-            or int(os.environ.get("SLUICE_KAFKA_HEAP_MB", "0"))
-            or (384 if self.brokers == 1 else 256)
+            heap_mb or LocalKafkaSettings().heap_mb or (384 if self.brokers == 1 else 256)
         )
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -121,8 +117,6 @@ class LocalCluster:
 
     def client_settings(self, principal: str = ADMIN, **overrides: Any) -> Settings:
         """Settings for a client of this cluster, logged in as `principal` when secure."""
-        from pipelines.settings import SecuritySettings, Settings
-
         if not self.secure:
             return Settings(bootstrap_servers=self.bootstrap, **overrides)
         security = SecuritySettings(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipelines.errors import LocalKafkaError
 from pipelines.localkafka.prereq import check_maven
+from pipelines.settings import LocalKafkaSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -24,8 +25,7 @@ _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 def local_dir() -> Path:
     """`deploy/local`, or `$SLUICE_KAFKA_DEPLOY_DIR` when Sluice runs outside its checkout."""
-    override = os.environ.get("SLUICE_KAFKA_DEPLOY_DIR")
-    path = Path(override) if override else REPO_ROOT / "deploy" / "local"
+    path = LocalKafkaSettings().deploy_dir or REPO_ROOT / "deploy" / "local"
     if not (path / "pom.xml").is_file():
         raise LocalKafkaError(
             f"no pom.xml in {path}; run from a Sluice checkout or set SLUICE_KAFKA_DEPLOY_DIR "
@@ -45,8 +45,7 @@ def kafka_version(pom: Path) -> str:
 
 def cache_dir() -> Path:
     """Where resolved classpaths are remembered between runs."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sluice"
+    return LocalKafkaSettings().cache_home / "sluice"
 
 
 def classpath(pom: Path, progress: Callable[[str], None] = lambda _msg: None) -> str:

@@ -6,22 +6,21 @@ the first thing a new user runs is `make demo` and a JVM stack trace teaches not
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 from pipelines.errors import PrerequisiteError
+from pipelines.settings import LocalKafkaSettings
 
 MIN_JAVA = 17
 
 
 def java_executable() -> str:
     """The `java` to run: `$JAVA_HOME/bin/java` when set, else the one on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home:
-        candidate = Path(home) / "bin" / "java"
+    home = LocalKafkaSettings().java_home
+    if home is not None:
+        candidate = home / "bin" / "java"
         if candidate.exists():
             return str(candidate)
         raise PrerequisiteError(f"JAVA_HOME is {home} but {candidate} does not exist")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from pipelines.errors import RecordRef
 from pipelines.settings import Settings
 from pipelines.stages import commits, startup
 from pipelines.stages.health import AgentCrashes, CrashRecordingSupervisor, health_body
-from pipelines.stages.statedir import CLEAN_MARK, DirLock, worker_dir
+from pipelines.stages.statedir import CLEAN_MARK, DirLock
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,10 @@ EXIT_METRICS = "metrics-at-exit.prom"  # in the worker's data directory
 DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
 
 
-def web_port(stage: str) -> int:
-    """The web port: SLUICE_WEB_PORT (set by `sluice worker`), else the stage's default."""
-    return int(os.environ.get("SLUICE_WEB_PORT", DEFAULT_WEB_PORTS[stage]))
+def web_port(stage: str, settings: Settings) -> int:
+    """The web port: `settings.web_port` (SLUICE_WEB_PORT, which `sluice worker` sets),
+    else the stage's default."""
+    return DEFAULT_WEB_PORTS[stage] if settings.web_port is None else settings.web_port
 
 
 class StageApp(faust.App):
@@ -102,7 +102,7 @@ class Worker(faust.Worker):
         self._tracebacks = startup.StartupTracebacks()
         if isinstance(app, StageApp):  # before Faust's banner prints the directory
             app_id = app.conf.id
-            app.conf.datadir = worker_dir(app.settings, app_id, int(app.conf.web_port))
+            app.conf.datadir = app.settings.worker_dir(app_id, int(app.conf.web_port))
 
     def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
@@ -140,62 +140,20 @@ class Worker(faust.Worker):
         await super().on_startup_finished()
 
 
-def broker_auth(settings: Settings) -> dict[str, Any]:
-    """Faust's `broker_credentials`/`ssl_context` for the settings' security (none for PLAINTEXT).
-
-    Faust hands these to every client it makes (consumer, producer, topic admin), so
-    a stage logs in as one principal everywhere.
-    """
-    security = settings.security
-    if security.sasl_mechanism:
-        password = security.password.get_secret_value() if security.password else None
-        creds = faust.SASLCredentials(
-            username=security.username,
-            password=password,
-            ssl_context=security.ssl_context(),
-            mechanism=security.sasl_mechanism,
-        )
-        return {"broker_credentials": creds}
-    if security.uses_tls:
-        return {"broker_credentials": faust.SSLCredentials(security.ssl_context())}
-    return {}
-
-
 def make_app(stage: str, settings: Settings, **extra: Any) -> StageApp:
-    """A Faust app for `stage`, configured from `settings` only.
+    """A Faust app for `stage`, configured from `settings` only (`Settings.faust`).
 
     Nothing here touches the disk or the network: the module that calls this is imported
     by `faust -A ...` before anything can report a failure well. The worker's start-up
     (`Worker`) does the checks.
     """
-    app_id = settings.group(APP_IDS[stage])
-    port = web_port(stage)
     app = StageApp(
-        app_id,
+        settings.group(APP_IDS[stage]),
         stage=stage,
         settings=settings,
-        broker=settings.faust_broker(),
-        store=settings.store,
-        datadir=str(worker_dir(settings, app_id, port)),  # the worker sets it for its port
-        web_port=port,
-        web_bind=os.environ.get("SLUICE_WEB_BIND", "127.0.0.1"),
-        web_host="127.0.0.1",
-        topic_partitions=settings.partitions,
-        table_standby_replicas=0,
-        processing_guarantee="at_least_once",
-        broker_commit_interval=settings.commit_interval_s,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        stream_buffer_maxsize=max(100, settings.backpressure.buffer_per_partition),
-        producer_linger=0.05,
-        # A crashed worker's partitions move after the session timeout: Faust's 60 s
-        # default would stall them a minute; 10 s is Kafka's long-time default.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        consumer_group_instance_id=settings.group_instance_id,
         Worker=Worker,
         agent_supervisor=CrashRecordingSupervisor,
-        **broker_auth(settings),
+        **settings.faust(stage, web_port(stage, settings)),
         **extra,
     )
     runtime.tune(app)  # an unsupported Faust is refused by the worker's start-up

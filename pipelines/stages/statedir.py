@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import IO
 
 from pipelines.diskcheck import check_worker_dir
 from pipelines.errors import SluiceError
-from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +69,6 @@ class ClusterState:
 
     identity: Identity
     end_offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
-
-
-def worker_dir(settings: Settings, app_id: str, port: int, name: str | None = None) -> Path:
-    """Per-worker table storage: two workers on one host must not share a RocksDB.
-
-    Named after the worker (`--name`, SLUICE_WORKER_NAME), else the host and the web port
-    the worker really serves on, which no two running workers on one host share.
-    """
-    name = name or os.environ.get("SLUICE_WORKER_NAME") or f"{socket.gethostname()}-{port}"
-    return settings.data_dir / "faust" / app_id / name
 
 
 class DirLock:

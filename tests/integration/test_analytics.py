@@ -31,6 +31,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
         monkeypatch.setenv(key, value)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_replay_equals_live_after_a_worker_crash(
     analytics_settings: Settings,
     tmp_path: Path,
@@ -154,6 +156,7 @@ def test_replay_of_an_empty_range_is_an_empty_report(
 EDGES = (-(2**63), 2**63 - 1)  # placed_at at both ends of an Avro long
 
 
+@pytest.mark.slow
 def test_event_times_at_the_edge_of_long_are_dead_lettered_and_replay_skips_them(
     pipeline_settings: Settings,
     tmp_path: Path,

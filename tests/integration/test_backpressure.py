@@ -153,6 +153,7 @@ def _ended(settings: Settings, ids: set[str]) -> int:
     return len(ids & pipeline.outcomes(settings).keys())
 
 
+@pytest.mark.slow
 def test_orders_pause_on_notification_lag_survive_a_rebalance_and_resume(
     tight: Settings, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ def _produce(producer: Producer, topic: str, start: int, count: int, acked: list
         time.sleep(0.002)
 
 
+@pytest.mark.chaos
 def test_sigkill_one_broker_keeps_every_acked_record(cluster: LocalCluster) -> None:
     settings = Settings(bootstrap_servers=cluster.bootstrap)
     info = admin.describe_cluster(settings)
@@ -92,6 +93,8 @@ def test_unknown_node_is_refused(cluster: LocalCluster) -> None:
         cluster.kill(9)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_the_pipeline_keeps_its_invariants_while_brokers_die(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:

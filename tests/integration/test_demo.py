@@ -12,6 +12,7 @@ from pipelines.cli import run
 from pipelines.settings import Settings
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_replay_equals_live(
     pipeline_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,6 +94,8 @@ def _sluice(settings: Settings, *argv: str, **popen: Any) -> subprocess.Popen[by
     )
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_broker_restart_loses_nothing_and_restarts_nothing(
     single: LocalCluster, tmp_path: Path
 ) -> None:
@@ -270,6 +272,7 @@ def test_one_percent_garbage_goes_to_the_dlq_with_its_source(
         assert letter.value() == value  # dead-lettered as it came: null stays null
 
 
+@pytest.mark.chaos
 def test_a_worker_that_cannot_write_its_data_dir_says_so_in_one_line(
     single: LocalCluster, tmp_path: Path
 ) -> None:

@@ -532,6 +532,7 @@ def own_kafka(root: Path) -> Iterator[LocalCluster]:
         cluster.down(timeout=20)
 
 
+@pytest.mark.chaos
 def test_broker_unreachable_answers_503_and_publishes_nothing(tmp_path: Path) -> None:
     """A broker of its own (the session broker is shared), killed while the intake runs."""
     with own_kafka(tmp_path / "kafka") as cluster:

@@ -156,6 +156,7 @@ def _with(settings: Settings, handle: ProvidersHandle, **notifications: Any) -> 
     )
 
 
+@pytest.mark.slow
 def test_every_request_ends_once_through_failures_timeouts_and_rate_limits(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
@@ -297,6 +298,8 @@ def _check_dead_letters(settings: Settings, dead: set[str]) -> None:
     assert all("single-object" in r["headers"]["sluice.error"] for r in poison)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_an_attempt_in_flight_at_a_crash_is_not_sent_again(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
@@ -337,6 +340,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.chaos
 def test_dlq_redrive_delivers_once_the_provider_recovers(
     pipeline_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,6 +396,7 @@ def _cli(args: list[str]) -> Any:
     return json.loads(out.getvalue())
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_group_rate_limit(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:

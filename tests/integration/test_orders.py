@@ -59,6 +59,7 @@ def test_one_worker_ends_every_order_once(orders_settings: Settings, tmp_path: P
     assert reasons["OUT_OF_STOCK"] > 0  # the skewed demand empties the popular SKUs
 
 
+@pytest.mark.slow
 def test_three_workers_and_workers_joining_mid_stream(
     orders_settings: Settings, tmp_path: Path
 ) -> None:
@@ -80,6 +81,8 @@ def test_three_workers_and_workers_joining_mid_stream(
         assert all(worker.alive() for worker in group.workers)
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_sigkilled_worker_resumes_on_the_others(orders_settings: Settings, tmp_path: Path) -> None:
     seed_inventory(orders_settings, SKUS)
     with pipeline.workers(orders_settings, tmp_path) as group:
@@ -108,6 +111,7 @@ def test_sigkilled_worker_resumes_on_the_others(orders_settings: Settings, tmp_p
         _check_invariants(orders_settings, found, ids)
 
 
+@pytest.mark.slow
 def test_duplicated_orders_never_reserve_twice(orders_settings: Settings, tmp_path: Path) -> None:
     seed_inventory(orders_settings, SKUS)
     seed_inventory(orders_settings, SKUS)  # re-seeding the same batch is a no-op
@@ -193,6 +197,7 @@ def _metrics_text(port: int) -> str:
         return str(response.read().decode())
 
 
+@pytest.mark.slow
 def test_sigterm_drains_and_commits_everything_it_took_before_leaving(
     orders_settings: Settings, tmp_path: Path
 ) -> None:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipelines import lag, rules
 from pipelines.providers import (
     HttpProviderConfig,
@@ -92,6 +94,7 @@ def _run_overload(settings: Settings, tmp_path: Path, observe_s: float) -> tuple
         return watch, (fleet_cm, fleet, settings, orders, smtp, http)
 
 
+@pytest.mark.slow
 def test_backpressure_bounds_notification_lag_and_nothing_is_lost(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
@@ -116,6 +119,7 @@ def test_backpressure_bounds_notification_lag_and_nothing_is_lost(
         fleet_cm.__exit__(None, None, None)
 
 
+@pytest.mark.slow
 def test_without_backpressure_the_lag_runs_away(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:

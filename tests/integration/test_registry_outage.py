@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
 from consumers.tail import StartAt, read
@@ -34,6 +35,8 @@ def _dead(settings: Settings, topic: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.chaos
 def test_registry_down_while_orders_arrive_delays_them_and_dead_letters_none(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:

@@ -158,6 +158,7 @@ def test_a_stage_cannot_write_another_stages_topic(secure: LocalCluster, tmp_pat
     assert _end_offsets(boss, placed) == before  # nothing half-written
 
 
+@pytest.mark.slow
 def test_the_whole_pipeline_keeps_its_invariants_with_acls_on(
     secure: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -128,6 +128,7 @@ def test_tables_of_deleted_and_recreated_topics_are_discarded_and_restored(
     pipeline.check_invariants(settings, found, ids, SKUS)
 
 
+@pytest.mark.chaos
 def test_faust_cli_workers_get_a_table_dir_each_and_the_crash_guard(
     orders_settings: Settings, tmp_path: Path
 ) -> None:
@@ -170,6 +171,7 @@ def _health(port: int) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read())
 
 
+@pytest.mark.slow
 def test_health_turns_503_naming_the_agent_once_it_crashed(
     pipeline_settings: Settings, topic_factory: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -221,6 +223,7 @@ def _start_up(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
@@ -228,7 +231,7 @@ def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     settings, a data dir under a file, a table dir another worker holds, no broker,
     topics that contradict the catalog. Each run exits non-zero with exactly one
     `error:` line on stderr naming the problem and the way out, and no traceback."""
-    from pipelines.stages.statedir import DirLock, worker_dir
+    from pipelines.stages.statedir import DirLock
 
     settings = pipeline_settings
     env = settings.as_env()
@@ -238,7 +241,7 @@ def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     busy_port = busy.getsockname()[1]
-    held = worker_dir(settings, settings.group("sluice-orders"), 0, "held")
+    held = settings.worker_dir(settings.group("sluice-orders"), 0, "held")
     held.mkdir(parents=True)
     lock = DirLock(held).acquire()
     nobody = {

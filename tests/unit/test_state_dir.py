@@ -26,7 +26,6 @@ from pipelines.stages.statedir import (
     lock_worker_dir,
     prepare_state_dir,
     settle,
-    worker_dir,
 )
 
 CHANGELOG = "t.sluice-orders-orders-changelog"
@@ -186,9 +185,9 @@ def test_the_lock_is_released_for_the_next_worker(tmp_path: Path) -> None:
 def test_the_directory_follows_the_name_or_the_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(data_dir=tmp_path)
     monkeypatch.delenv("SLUICE_WORKER_NAME", raising=False)
-    assert worker_dir(settings, "app", 16171).name.endswith("-16171")
-    assert worker_dir(settings, "app", 16171, "w1") == tmp_path / "faust" / "app" / "w1"
+    settings = Settings(data_dir=tmp_path)
+    assert settings.worker_dir("app", 16171).name.endswith("-16171")
+    assert settings.worker_dir("app", 16171, "w1") == tmp_path / "faust" / "app" / "w1"
     monkeypatch.setenv("SLUICE_WORKER_NAME", "w2")
-    assert worker_dir(settings, "app", 16171).name == "w2"
+    assert Settings(data_dir=tmp_path).worker_dir("app", 16171).name == "w2"
