@@ -43,6 +43,7 @@ app = faust.App(
     stream_buffer_maxsize=1000,
     producer_acks=-1,
     producer_linger=0.05,
+    producer_max_batch_size=int(os.environ.get("FLOOR_MAX_BATCH", "16384")),
 )
 if TUNED:
     runtime.tune(app, strict=True, skip=os.environ.get("FLOOR_SKIP", "").split(","))

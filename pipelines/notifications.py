@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-from faust import streams
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipelines.catalog import RETRY_STEPS
@@ -329,26 +328,20 @@ async def durable_set(tbl: Any, key: bytes, value: Any, encoded: bytes) -> None:
 
     `tbl[key] = value` only queues the changelog record in Faust's producer buffer and
     hands back nothing to wait on. Here the table's store is written directly and the
-    record (`encoded`, as the table's codec reads it back) goes through the app's producer
-    in the current event's partition (`Outbox`, as the order stage writes its tables),
-    keeping Faust's persisted-offset bookkeeping, and this returns when the broker
-    acknowledged it (acks=all). Whichever worker owns the partition next restores the
-    value: that is what lets a redelivered task know an attempt was already handed to
-    the provider.
+    record (`encoded`, as the table's codec reads it back) goes to the app's producer in
+    the current event's partition (`Ledger.write`, keeping Faust's persisted-offset
+    bookkeeping), and this returns when the broker acknowledged it (acks=all). Whichever
+    worker owns the partition next restores the value: that is what lets a redelivered
+    task know an attempt was already handed to the provider.
     """
-    outbox = ledger.outbox()
-    outbox.put(tbl, streams.current_event(), key, value, encoded)
-    await outbox.delivered()
+    await (await ledger.write(tbl, tbl.partition_for_key(key), key, value, encoded))
 
 
 async def forget(tbl: Any, key: bytes) -> None:
-    """`tbl.pop(key, None)`: the tombstone queued with the app's producer (Faust's commit
+    """`tbl.pop(key, None)`: the tombstone goes to the app's producer (Faust's commit
     flushes it before committing, as for Faust's own deletes), not awaited."""
-    if tbl.data.get(key) is None:
-        return
-    outbox = ledger.outbox()
-    outbox.delete(tbl, tbl.partition_for_key(key), key)
-    await outbox.send()
+    if tbl.data.get(key) is not None:
+        await ledger.write(tbl, tbl.partition_for_key(key), key, None, None)
 
 
 async def _apply(

@@ -16,22 +16,30 @@ buffer is waited out once, until it has drained to Faust's own pressure-drop mar
 queue's `in_pressure_high_state` callback), in a race with the flow's suspension like
 Faust's; the records after it go inline again.
 
-Everything else is Faust's loop, in its order: gaps recorded for the commit, the commit
-every `broker_commit_every` acknowledgements, the read offset set after the hand-over,
-and records behind the read offset dropped. The commit guard's filters
-(`pipelines.stages.commits`) sit in `getmany`, below this loop, and see every record.
+Everything else is Faust's loop, in its order: the commit every `broker_commit_every`
+acknowledgements, the read offset set after the hand-over, and records behind the read
+offset dropped. One thing is not: where the offsets of a stream input jump, Faust records
+a gap and later commits across it; here the skipped records are read again first
+(`reread_skipped`), since on a stage input a jump means records nobody processed. The
+commit guard's filters (`pipelines.stages.commits`) sit in `getmany`, below this loop,
+and see every record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
 
+log = logging.getLogger(__name__)
+
 YIELD_EVERY = 100  # records handed over between two turns of the event loop (Faust's)
+REREAD_S = 300.0  # a skipped range read again and still missing this soon after is gone
 
 
 async def wait_for_room(consumer: Any, tp: TP) -> None:
@@ -101,6 +109,47 @@ def direct_hand_over(consumer: Any) -> Callable[[Any], Awaitable[None]]:
     return hand_over
 
 
+async def reread_skipped(consumer: Any, tp: TP, last: int, offset: int) -> bool:
+    """Records between the last one handed over and `offset` never reached a stream: seek
+    back and read them; False when that was tried for this point already (they are gone).
+
+    Faust records such a jump as a *gap* and later commits across it as if its records
+    had been processed. On a stage input (neither compacted nor transactional) a jump
+    means records were skipped: a fetch cut short by a stop of the flow, or records left
+    stale by a seek that raced with the fetch (the recovery's seek to the committed
+    offsets at the end of a rebalance does). Seeking back to `last` (read again too: just
+    after a seek Faust's read offset names the next record, not the last) fetches them
+    again; the commit guard's filter drops the rest of the fetch in hand. Should the same
+    jump come back within `REREAD_S` (retention deleted the records), it is Faust's gap.
+    """
+    tried: dict[tuple[TP, int], float] = consumer.__dict__.setdefault("_sluice_rereads", {})
+    now = time.monotonic()
+    if now - tried.get((tp, last), -REREAD_S) < REREAD_S:
+        log.warning(
+            "%s[%d]: offsets %d..%d are still missing after reading them again; "
+            "going on from %d (deleted by retention?)",
+            tp.topic,
+            tp.partition,
+            last + 1,
+            offset - 1,
+            offset,
+        )
+        return False
+    for key in [key for key, at in tried.items() if now - at >= REREAD_S]:
+        del tried[key]  # bounded: only this window's attempts are remembered
+    tried[(tp, last)] = now
+    log.info(
+        "%s[%d]: offsets %d..%d were skipped by the fetch; reading again from %d",
+        tp.topic,
+        tp.partition,
+        last + 1,
+        offset - 1,
+        last,
+    )
+    await consumer.seek(tp, last)
+    return True
+
+
 async def drain_messages(self: Any, fetcher: Any) -> None:
     """`Consumer._drain_messages`, with the inline hand-over (see the module docstring)."""
     try:
@@ -153,6 +202,8 @@ async def _drain(self: Any, fetcher: Any) -> None:
                 continue  # already read (Faust logs it at its dev level only)
             gap = offset - (r_offset or 0)
             if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                if await reread_skipped(self, tp, r_offset, offset):
+                    continue  # sought back: this record comes again, after the skipped ones
                 await self._add_gap(tp, r_offset + 1, offset)
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0

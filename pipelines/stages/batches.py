@@ -88,6 +88,24 @@ class Ledger:
         """An empty outbox for one batch."""
         return Outbox(self)
 
+    async def write(
+        self, table: Any, partition: int, key: bytes, value: Any, encoded: bytes | None
+    ) -> Any:
+        """`table[key] = value` (`None`: delete) now, for a write that cannot wait for a
+        batch; its changelog record (`encoded`) joins the producer's open batch of that
+        partition, with whatever concurrent writers appended (one request for all of
+        them). Returns the delivery future: await it when the write must be durable
+        before going on (an attempt before its send)."""
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        topic = table.changelog_topic_name
+        future = await self.producer().send(topic, encoded, key=key, partition=partition)
+        if _on_disk(table):
+            future.add_done_callback(_persist(table, TP(topic, partition), 1))
+        return future
+
 
 Record = tuple[bytes | None, bytes | None]
 
@@ -127,44 +145,36 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(records) for records in self.records.values())
 
-    async def send(self) -> list[Any]:
-        """Queue every record with the producer (returns before they are delivered); the
-        delivery futures, one per producer batch."""
+    async def send(self) -> None:
+        """Queue every record with the producer (returns before they are delivered)."""
         producer = self.ledger.producer()
-        futures = []
         for (topic, partition), records in self.records.items():
+            future = None
             batch = producer.create_batch()
             for key, value in records:
                 if batch.append(timestamp=None, key=key, value=value) is None:
                     batch.close()
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    await producer.send_batch(batch, topic, partition=partition)
                     batch = producer.create_batch()
                     batch.append(timestamp=None, key=key, value=value)
             batch.close()
             future = await producer.send_batch(batch, topic, partition=partition)
             table = self._tables.get((topic, partition))
             if table is not None and _on_disk(table):
-                future.add_done_callback(_persist(table, TP(topic, partition), batch))
-            futures.append(future)
+                future.add_done_callback(
+                    _persist(table, TP(topic, partition), batch.record_count())
+                )
         self.records.clear()
-        return futures
-
-    async def delivered(self) -> None:
-        """Send, and return once Kafka has acknowledged every record (acks=all): what a
-        write that must survive this worker (an attempt before its send) waits for."""
-        for future in await self.send():
-            await future
 
 
 def _on_disk(table: Any) -> bool:
     return type(table.data).__module__ == "faust.stores.rocksdb"
 
 
-def _persist(table: Any, tp: TP, batch: Any) -> Any:
+def _persist(table: Any, tp: TP, count: int) -> Any:
     """Record, as Faust's own writes do, the changelog offset a RocksDB partition has
-    applied once its last record is delivered: a clean restart reads on from there
-    instead of from the start. (An in-memory store has no offsets to keep.)"""
-    count = batch.record_count()
+    applied once the last of `count` records is delivered: a clean restart reads on from
+    there instead of from the start. (An in-memory store has no offsets to keep.)"""
 
     def done(future: Any) -> None:
         if future.cancelled() or future.exception() is not None or future.result() is None:

@@ -185,39 +185,36 @@ def test_a_full_producer_batch_is_sent_and_the_rest_goes_in_the_next() -> None:
     ]
 
 
-def test_a_durable_write_returns_only_once_every_batch_is_acknowledged() -> None:
-    """`Outbox.delivered` (an attempt before its send): every producer batch, the full
-    ones sent early included, must be acknowledged before it returns."""
-    producer = FakeProducer(room=2)
-    outbox = _outbox(producer)
-    for n in range(3):
-        outbox.add("t", 1, None, bytes([n]))
-    acks: list[asyncio.Future[Any]] = []
-    sent = producer.send_batch
+def test_a_write_now_stores_and_sends_into_the_open_batch_and_hands_back_its_future() -> None:
+    """`Ledger.write` (a notification's attempt, result and tombstone): the store at once,
+    the record through the producer's `send` (appended to the open batch with concurrent
+    writers' records, not a batch of its own), the delivery future to the caller."""
+    sent: list[tuple[Any, ...]] = []
 
-    async def tracked(batch: FakeBatch, topic: str, *, partition: int) -> Any:
-        acks.append(await sent(batch, topic, partition=partition))
-        return acks[-1]
+    class Producer:
+        async def send(self, topic: str, value: Any, *, key: Any, partition: int) -> Any:
+            sent.append((topic, partition, key, value))
+            return asyncio.get_running_loop().create_future()
 
-    producer.send_batch = tracked  # type: ignore[method-assign]
+    ledger = batches.Ledger(app=None)  # type: ignore[arg-type]
+    ledger._producer = Producer()
+    table = FakeTable()
 
-    async def write() -> list[bool]:
-        task = asyncio.ensure_future(outbox.delivered())
-        await asyncio.sleep(0)  # the task queues both batches and waits
-        states = [task.done()]
-        for ack in reversed(acks):  # the last batch first: the early one still holds it
-            await asyncio.sleep(0)
-            states.append(task.done())
-            ack.set_result(None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        states.append(task.done())
-        return states
+    async def write_then_delete() -> list[Any]:
+        first = await ledger.write(table, 3, b"N-1", {"attempt": 1}, b'{"attempt":1}')
+        stored = dict(table.data)
+        second = await ledger.write(table, 3, b"N-1", None, None)
+        return [first, stored, second]
 
-    states = asyncio.run(write())
-    assert len(acks) == 2  # one full batch, one with the rest
-    assert states[-1] is True
-    assert not any(states[:-1])  # not done while any batch was unacknowledged
+    first, stored, second = asyncio.run(write_then_delete())
+    assert stored == {b"N-1": {"attempt": 1}}
+    assert table.data == {}
+    assert sent == [
+        ("orders-changelog", 3, b"N-1", b'{"attempt":1}'),
+        ("orders-changelog", 3, b"N-1", None),
+    ]
+    assert isinstance(first, asyncio.Future)
+    assert second is not first
 
 
 def test_only_a_rocksdb_store_has_offsets_to_remember() -> None:

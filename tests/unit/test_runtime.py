@@ -238,7 +238,7 @@ class _Event:
             await asyncio.sleep(0.001)
 
 
-def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
+def _fake_consumer(records: list[tuple[TP, int]], full_at: int = 2) -> Any:
     """A consumer with just what the drain loop touches: Faust's bookkeeping, a conductor
     with one channel per partition, a flow switch and a producer buffer."""
     queue = _Queue()
@@ -283,8 +283,8 @@ def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
 
     async def getmany(timeout: float) -> Any:
         for tp, offset in records:
-            if offset == 3:
-                queue._full = True  # the stream buffer fills up before offset 3
+            if offset == full_at:
+                queue._full = True  # the stream buffer fills up before this offset
             yield tp, SimpleNamespace(offset=offset, topic=tp.topic, tp=tp)
         stopped.value = True
 
@@ -310,21 +310,70 @@ def _fake_consumer(records: list[tuple[TP, int]]) -> Any:
 
 
 def test_the_drain_loop_hands_over_inline_and_races_only_when_it_would_block() -> None:
-    consumer = _fake_consumer([(TP0, 0), (TP0, 1), (TP0, 0), (TP0, 3)])
+    consumer = _fake_consumer([(TP0, 0), (TP0, 1), (TP0, 0), (TP0, 2)])
     fetcher = SimpleNamespace(_stopped=_Event())
     asyncio.run(drain.drain_messages(consumer, fetcher))
     assert consumer.calls == [
         ("handled", 0),  # inline, straight to the partition's handler
         ("handled", 1),  # then offset 0 again, behind the read offset: dropped
         ("raced", -1),  # the buffer is full: wait for room, abandonable on a rebalance
-        ("handled", 3),  # room again: inline
+        ("handled", 2),  # room again: inline
     ]
-    assert consumer._read_offset[TP0] == 3
-    assert consumer.gaps == [(2, 3)]  # offset 2 never came: a gap, as Faust records it
+    assert consumer._read_offset[TP0] == 2
+    assert consumer.gaps == []
+
+
+def _log_consumer(fetches: list[list[int]], log: list[int]) -> Any:
+    """A consumer whose fetches are `fetches`, and after a seek the records of `log` from
+    the sought offset on, with the commit guard's filter: records of a fetch in hand
+    past a sought offset are stale until the one sought comes."""
+    consumer = _fake_consumer([], full_at=-1)
+    pending = [list(f) for f in fetches]
+    sought: list[int] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append(offset)
+        consumer._read_offset[tp] = offset
+        pending[:] = [[o for o in log if o >= offset]]
+
+    async def getmany(timeout: float) -> Any:
+        if not pending:
+            consumer._stopped.value = True
+            return
+        batch = pending.pop(0)
+        wanted = sought[-1] if sought else None
+        for offset in batch:
+            if sought and sought[-1] != wanted:
+                return  # sought meanwhile: the rest of this fetch is stale
+            yield TP0, SimpleNamespace(offset=offset, topic=TP0.topic, tp=TP0)
+
+    consumer.seek, consumer.getmany, consumer.sought = seek, getmany, sought
+    return consumer
+
+
+def test_records_a_fetch_skipped_are_read_again_not_committed_past() -> None:
+    """Faust would record 2..4 as a gap and commit across it: those orders would never
+    be processed. The drain loop seeks back instead and hands them over."""
+    consumer = _log_consumer([[0, 1, 5, 6]], log=list(range(8)))
+    asyncio.run(drain.drain_messages(consumer, SimpleNamespace(_stopped=_Event())))
+    handled = [offset for what, offset in consumer.calls if what == "handled"]
+    assert consumer.sought == [1]
+    assert handled == [0, 1, 1, 2, 3, 4, 5, 6, 7]  # 1 again: the read offset after a seek
+    assert consumer.gaps == []
+
+
+def test_records_still_missing_when_read_again_are_gone_and_become_a_gap() -> None:
+    """Deleted by retention: read again once, then Faust's gap, and the stage goes on."""
+    consumer = _log_consumer([[0, 1, 5, 6]], log=[0, 1, 5, 6, 7])
+    asyncio.run(drain.drain_messages(consumer, SimpleNamespace(_stopped=_Event())))
+    handled = [offset for what, offset in consumer.calls if what == "handled"]
+    assert consumer.sought == [1]
+    assert handled == [0, 1, 1, 5, 6, 7]
+    assert consumer.gaps == [(2, 5)]
 
 
 def test_a_rebalance_while_the_buffer_is_full_falls_back_to_faust_race() -> None:
-    consumer = _fake_consumer([(TP0, 0), (TP0, 3)])
+    consumer = _fake_consumer([(TP0, 0), (TP0, 1)], full_at=1)
     consumer.queue.drains = False  # the agent is stuck: only the suspension ends the wait
 
     async def run() -> None:
