@@ -61,11 +61,14 @@ class Role:
 
 def role_of(found: Stage) -> Role:
     """A stage's role: it reads what its groups consume and what it restores or tails,
-    writes its outputs and DLQ, and may DESCRIBE the group of the stage it watches."""
+    writes its and its relays' outputs and its DLQ, and may DESCRIBE the group of the
+    stage it watches."""
     relayed = tuple(t for relay in found.relays for t in relay.inputs)
+    relays_to = tuple(t for relay in found.relays for t in relay.outputs)
+    dlq = (found.dlq,) if found.dlq else ()
     return Role(
         reads=_unique(found.inputs + relayed + found.reads),
-        writes=_unique(found.outputs + found.legacy_writes + ((found.dlq,) if found.dlq else ())),
+        writes=_unique(found.outputs + relays_to + found.legacy_writes + dlq),
         creates=found.creates,
         groups=tuple(relay.group for relay in found.relays),
         watches_groups=(_app_id(found.watches),) if found.watches else (),

@@ -42,6 +42,7 @@ class Relay:
 
     group: str
     inputs: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ STAGES: tuple[Stage, ...] = (
         dlq="notifications.dlq",
         reads=("notifications.results",),  # the results table's changelog
         creates=("notifications.results",),
-        relays=(Relay("sluice-notifications-retry", DELAY_TOPICS),),
+        relays=(Relay("sluice-notifications-retry", DELAY_TOPICS, outputs=CHANNELS),),
     ),
     Stage(
         "analytics",

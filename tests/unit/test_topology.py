@@ -46,7 +46,7 @@ def _may(principal: str, operation: str, topic: str) -> bool:
 
 
 def _named(found: Stage) -> set[str]:
-    relayed = {t for r in found.relays for t in r.inputs}
+    relayed = {t for r in found.relays for t in (*r.inputs, *r.outputs)}
     return {
         *found.inputs,
         *found.outputs,
@@ -78,7 +78,9 @@ def test_internal_topics_and_app_ids_are_the_faust_stages() -> None:
 def test_each_role_reads_exactly_its_inputs_and_writes_exactly_its_outputs(found: Stage) -> None:
     relayed = {t for r in found.relays for t in r.inputs}
     readable = {*found.inputs, *found.reads, *relayed}
-    writable = {*found.outputs, *found.legacy_writes, *((found.dlq,) if found.dlq else ())}
+    relays_to = {t for r in found.relays for t in r.outputs}
+    writable = {*found.outputs, *relays_to, *found.legacy_writes}
+    writable |= {found.dlq} if found.dlq else set()
     for spec in CATALOG:
         assert _may(found.role, "READ", spec.name) == (spec.name in readable), spec.name
         assert _may(found.role, "WRITE", spec.name) == (spec.name in writable), spec.name
@@ -94,12 +96,12 @@ def test_a_new_stage_gets_its_role_from_its_declaration_alone() -> None:
         inputs=("orders.placed",),
         outputs=("fraud.flags",),
         dlq="fraud.dlq",
-        relays=(Relay("sluice-fraud-slow", ("fraud.slow",)),),
+        relays=(Relay("sluice-fraud-slow", ("fraud.slow",), outputs=("fraud.rechecked",)),),
         watches="orders",
     )
     role = acls.role_of(extra)
     assert role.reads == ("orders.placed", "fraud.slow")
-    assert role.writes == ("fraud.flags", "fraud.dlq")
+    assert role.writes == ("fraud.flags", "fraud.rechecked", "fraud.dlq")
     assert role.groups == ("sluice-fraud-slow",)
     assert role.watches_groups == (topology.APP_IDS["orders"],)
     assert role.app_id == "sluice-fraud"
@@ -180,3 +182,13 @@ def test_the_relay_reads_the_delay_topics_in_its_own_group() -> None:
     relay = DelayRelay(settings, serde_for(settings), StageMetrics("topology"))
     assert relay.sources == ["t." + t for t in topology.DELAY_TOPICS]
     assert RETRY_GROUP in acls.ROLES["notifications"].groups
+
+
+def test_the_relay_may_write_the_channel_topics_it_sends_due_retries_to() -> None:
+    """The relay re-publishes each due retry to its channel topic as the notifications
+    principal: without WRITE there, every retry under ACLs would fail in the relay."""
+    (relay,) = stage("notifications").relays
+    assert relay.outputs == topology.CHANNELS
+    for topic in topology.CHANNELS:
+        assert _may("notifications", "WRITE", topic), topic
+    assert not _may("notifications", "WRITE", "orders.placed")
