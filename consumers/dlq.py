@@ -42,6 +42,7 @@ from consumers.redrive import SOURCES as SOURCE_REDRIVES
 from consumers.tail import StartAt, read
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
+from pipelines.topology import channel_topic
 
 TOPIC = "notifications.dlq"
 #: Every DLQ, in the order `sluice dlq list` and `redrive` take them.
@@ -216,7 +217,7 @@ def _not_yet_redriven(settings: Settings, letters: list[DeadLetter]) -> list[Dea
 
 def _channel_topic(letter: DeadLetter) -> str:
     assert letter.task is not None
-    return f"notifications.{str(letter.task['channel']).lower()}"
+    return channel_topic(str(letter.task["channel"]))
 
 
 def _requeue(settings: Settings, letters: list[DeadLetter], timeout_s: float) -> None:

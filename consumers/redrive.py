@@ -32,14 +32,11 @@ from pipelines.errors import RecordError, SluiceError
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 from pipelines.stages.deadletter import REDRIVE_HEADER
-from pipelines.stages.windows import SOURCES as ANALYTICS_SOURCES
+from pipelines.topology import stage
 
 SOURCE_HEADER = "sluice.source.topic"
 #: Each DLQ's stage reads these topics; a dead letter may only go back to one of them.
-SOURCES: dict[str, tuple[str, ...]] = {
-    "orders.dlq": ("orders.placed", "inventory.reservations", "inventory.results"),
-    "analytics.dlq": tuple(ANALYTICS_SOURCES),
-}
+SOURCES = {s.dlq: s.inputs for s in (stage("orders"), stage("analytics")) if s.dlq}
 #: How far before the oldest dead letter to look for its redriven copy: producers'
 #: clocks differ, and a copy's timestamp comes from the redriving machine's clock.
 CLOCK_SLACK_MS = 10 * 60 * 1000

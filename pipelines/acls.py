@@ -1,10 +1,10 @@
-"""Least-privilege ACLs, one role per principal, derived from the topic catalog.
+"""Least-privilege ACLs, one role per principal, derived from the pipeline's topology.
 
 Each stage may read its inputs, write its outputs, use its own consumer group(s) and
 its own internal topics (changelogs, repartition and leader topics, all named after its
-Faust app id), and nothing else. The roles are declared here next to each other, so a
-review of who may touch what is one screen; `grants()` turns them into ACL entries for a
-topic prefix, and `apply_acls()` creates them through the admin principal.
+Faust app id), and nothing else. The roles derive from `pipelines.topology.STAGES`, so a
+review of who may touch what is that one screen; `grants()` turns them into ACL entries
+for a topic prefix, and `apply_acls()` creates them through the admin principal.
 
 Why some entries exist:
 - a stage READs the catalog topics its tables use as changelogs (it restores from them)
@@ -34,18 +34,17 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from pipelines import topology
 from pipelines.admin import admin_client
-from pipelines.catalog import APP_IDS, CATALOG, INTERNAL, RETRY_STEPS, TopicSpec
+from pipelines.catalog import CATALOG, INTERNAL, TopicSpec
 from pipelines.errors import SluiceError
 from pipelines.settings import Settings
-from pipelines.stages.relay import GROUP as RETRY_GROUP
-from pipelines.stages.windows import SOURCES as ANALYTICS_SOURCES
+from pipelines.topology import STAGES, Stage
 
 Resource = Literal["topic", "group", "transactional_id"]
 Pattern = Literal["literal", "prefixed"]
 
-CHANNELS = ("notifications.email", "notifications.sms", "notifications.push")
-RETRIES = tuple(f"notifications.retry.{step}" for step in RETRY_STEPS)
+CHANNELS = topology.CHANNELS
 
 
 @dataclass(frozen=True)
@@ -60,47 +59,35 @@ class Role:
     app_id: str | None = None  # owns the internal topics, group and transactional ids
 
 
-ROLES: dict[str, Role] = {
-    "producer": Role(
-        reads=("orders.status", "orders.placed"),
-        writes=("orders.placed",),
-        watches_groups=(APP_IDS["orders"],),
-    ),
-    "orders": Role(
-        reads=(
-            "orders.placed",
-            "inventory.reservations",
-            "inventory.results",
-            "orders.confirmed",
-            "orders.rejected",
-            "orders.status",
-        ),
-        writes=(
-            "orders.confirmed",
-            "orders.rejected",
-            "orders.status",
-            "orders.dlq",
-            "inventory.reservations",
-            "inventory.results",
-            *CHANNELS,
-        ),
-        creates=("orders.confirmed", "orders.rejected", "orders.status"),
-        watches_groups=(APP_IDS["notifications"],),
-        app_id=APP_IDS["orders"],
-    ),
-    "notifications": Role(
-        reads=(*CHANNELS, *RETRIES, "notifications.results"),
-        writes=(*RETRIES, "notifications.results", "notifications.dlq"),
-        creates=("notifications.results",),
-        groups=(RETRY_GROUP,),
-        app_id=APP_IDS["notifications"],
-    ),
-    "analytics": Role(
-        reads=(*ANALYTICS_SOURCES, "analytics.windows"),
-        writes=("analytics.windows", "analytics.dlq"),
-        app_id=APP_IDS["analytics"],
-    ),
-}
+def role_of(found: Stage) -> Role:
+    """A stage's role: it reads what its groups consume and what it restores or tails,
+    writes its and its relays' outputs and its DLQ, and may DESCRIBE the group of the
+    stage it watches."""
+    relayed = tuple(t for relay in found.relays for t in relay.inputs)
+    relays_to = tuple(t for relay in found.relays for t in relay.outputs)
+    dlq = (found.dlq,) if found.dlq else ()
+    return Role(
+        reads=_unique(found.inputs + relayed + found.reads),
+        writes=_unique(found.outputs + relays_to + found.legacy_writes + dlq),
+        creates=found.creates,
+        groups=tuple(relay.group for relay in found.relays),
+        watches_groups=(_app_id(found.watches),) if found.watches else (),
+        app_id=found.app_id,
+    )
+
+
+def _app_id(name: str) -> str:
+    app_id = topology.stage(name).app_id
+    assert app_id is not None, f"stage {name} is watched but has no consumer group"
+    return app_id
+
+
+def _unique(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+#: Principal -> role, one per stage of the topology.
+ROLES: dict[str, Role] = {s.role: role_of(s) for s in STAGES}
 
 
 def stage_specs(stage: str) -> list[TopicSpec]:

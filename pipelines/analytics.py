@@ -29,7 +29,7 @@ from typing import Any, cast
 import faust
 
 from pipelines import runtime
-from pipelines.catalog import APP_IDS
+from pipelines.catalog import APP_IDS, value_schemas
 from pipelines.errors import RecordError
 from pipelines.serde import serde_for
 from pipelines.stages import windows
@@ -63,12 +63,7 @@ dead_letters = DeadLetters(
     "analytics", settings.topic("analytics.dlq"), sender.send, metrics.dead_letters
 )
 schema_gate = SchemaGate(serde, [(WINDOW_SCHEMA, WINDOWS_TOPIC)])
-SCHEMAS = {
-    "orders.placed": "sluice.orders.OrderPlaced",
-    "orders.confirmed": "sluice.orders.OrderConfirmed",
-    "orders.rejected": "sluice.orders.OrderRejected",
-    "notifications.results": "sluice.notifications.NotificationResult",
-}
+SCHEMAS = value_schemas(windows.SOURCES)
 PARTIALS_TOPIC = settings.topic(f"{APP_IDS['analytics']}-partials")
 
 sources = app.topic(*(settings.topic(t) for t in windows.SOURCES), **RAW)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pipelines import lag
 from pipelines.lag import LagReader
 from pipelines.settings import BackpressureSettings, Settings
+from pipelines.topology import STAGES, downstream_topics, stage
 
 
 @dataclass
@@ -48,13 +49,17 @@ class Edge:
     topics: Sequence[str]
 
 
-#: Upstream stage -> the downstream edge it yields to.
-EDGES = {
-    "intake": Edge("sluice-orders", ("orders.placed",)),
-    "orders": Edge(
-        "sluice-notifications", ("notifications.email", "notifications.sms", "notifications.push")
-    ),
-}
+def edge_of(upstream: str) -> Edge:
+    """The edge a stage yields to: the group of the stage it watches, on the topics between."""
+    watched = stage(upstream).watches
+    group = stage(watched).app_id if watched else None
+    if group is None:
+        raise ValueError(f"stage {upstream!r} watches no downstream consumer group")
+    return Edge(group, downstream_topics(upstream))
+
+
+#: Upstream stage -> the downstream edge it yields to (from `pipelines.topology`).
+EDGES = {s.name: edge_of(s.name) for s in STAGES if s.watches}
 
 
 @dataclass

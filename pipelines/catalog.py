@@ -4,13 +4,18 @@ Topic creation, Faust topic declarations, the docs and the tests all read this l
 a topic's partition count, key and schema cannot drift between the code that writes it
 and the code that reads it. Topics whose records meet in one table share a key and a
 partition count (co-partitioning); the catalog gives every pipeline topic the same
-count for that reason.
+count for that reason. Which stage reads and writes each topic is `pipelines.topology`
+(the app ids and internal topic names are re-exported here for existing callers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pipelines import topology
+from pipelines.topology import DELAY_PREFIX, DELAY_TOPICS, internal
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -57,8 +62,12 @@ def min_insync_replicas(replication: int) -> int:
 
 NS = "sluice"
 
-#: Suffixes of the notification delay topics, shortest first (see pipelines.delivery.backoff).
-RETRY_STEPS = ("1s", "10s", "60s")
+# Declared in the topology; kept importable from here for the code that reads them here.
+APP_IDS = topology.APP_IDS
+PLACED_REKEYED = topology.PLACED_REKEYED
+STOCK_REQUESTS = topology.STOCK_REQUESTS
+STOCK_RESULTS = topology.STOCK_RESULTS
+PARTIALS = topology.PARTIALS
 
 CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -127,12 +136,13 @@ CATALOG: tuple[TopicSpec, ...] = (
     ),
     *(
         TopicSpec(
-            f"notifications.retry.{step}",
+            topic,
             "notification_id",
             f"{NS}.notifications.NotificationRequested",
-            f"Failed sends waiting about {step} for their not-before time (delay topic).",
+            f"Failed sends waiting about {topic.removeprefix(DELAY_PREFIX)} for their "
+            "not-before time (delay topic).",
         )
-        for step in RETRY_STEPS
+        for topic in DELAY_TOPICS  # one per step of topology.RETRY_LADDER_S
     ),
     TopicSpec(
         "notifications.results",
@@ -164,24 +174,9 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 
-#: Faust app ids (before the settings' prefix) of the stages, one consumer group each.
-APP_IDS = {
-    "orders": "sluice-orders",
-    "notifications": "sluice-notifications",
-    "analytics": "sluice-analytics",
-}
-
-#: The order stage's repartition topic: placements re-keyed by order id (internal).
-PLACED_REKEYED = f"{APP_IDS['orders']}-placed-rekeyed"
-#: The order stage's stock requests, batched per SKU-owner partition (internal).
-STOCK_REQUESTS = f"{APP_IDS['orders']}-stock-requests"
-#: The stock owner's results, batched per order partition (internal).
-STOCK_RESULTS = f"{APP_IDS['orders']}-stock-results"
-
-
 def _changelog(app: str, table: str, doc: str) -> TopicSpec:
     return TopicSpec(
-        f"{APP_IDS[app]}-{table}-changelog",
+        internal(app, f"{table}-changelog"),
         "table key",
         None,
         doc,
@@ -192,7 +187,7 @@ def _changelog(app: str, table: str, doc: str) -> TopicSpec:
 
 def _leader(app: str) -> TopicSpec:
     return TopicSpec(
-        f"{APP_IDS[app]}-__assignor-__leader",
+        internal(app, "__assignor-__leader"),
         "none",
         None,
         "Faust's leader election topic for the app.",
@@ -240,7 +235,7 @@ INTERNAL: dict[str, tuple[TopicSpec, ...]] = {
         _changelog("analytics", "partials", "Per source partition: window partials and offsets."),
         _changelog("analytics", "merged", "Per window: the latest partial of each partition."),
         TopicSpec(
-            f"{APP_IDS['analytics']}-partials",
+            PARTIALS,
             "window_key",
             None,
             "Window partials, repartitioned by window for the merge.",
@@ -270,3 +265,17 @@ def get(name: str) -> TopicSpec:
     except KeyError:
         known = ", ".join(sorted(by_name()))
         raise TopicError(f"unknown topic {name!r}; the catalog has: {known}") from None
+
+
+def value_schemas(names: Iterable[str]) -> dict[str, str]:
+    """Each named topic's value schema: for decoding what a stage reads or gating what it
+    writes. A topic without one (a DLQ carries raw records) is an error, not a None."""
+    from pipelines.errors import TopicError
+
+    found: dict[str, str] = {}
+    for name in names:
+        schema = get(name).value_schema
+        if schema is None:
+            raise TopicError(f"topic {name!r} carries raw records: it has no value schema")
+        found[name] = schema
+    return found

@@ -20,13 +20,11 @@ from pipelines.catalog import APP_IDS, by_name
 from pipelines.errors import RecordError
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
+from pipelines.topology import STAGES
 
 OUTPUTS = ("orders.confirmed", "orders.rejected", "notifications.results")
-STAGE_INPUTS = {
-    "orders": ("orders.placed", "inventory.reservations", "inventory.results"),
-    "notifications": ("notifications.email", "notifications.sms", "notifications.push"),
-    "analytics": ("orders.placed", "orders.confirmed", "orders.rejected", "notifications.results"),
-}
+#: Each stage's catalog inputs, whose lag the live view shows.
+STAGE_INPUTS = {s.name: s.inputs for s in STAGES if s.app_id}
 
 
 @dataclass

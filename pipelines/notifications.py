@@ -32,7 +32,6 @@ from typing import Any
 import faust
 from prometheus_client import Counter, Gauge, Histogram
 
-from pipelines.catalog import RETRY_STEPS
 from pipelines.catalog import get as catalog_topic
 from pipelines.delivery import (
     DeliveryError,
@@ -64,12 +63,12 @@ from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.relay import DelayRelay
 from pipelines.stages.schemagate import SchemaGate
 from pipelines.stages.startup import stage_settings
+from pipelines.topology import CHANNEL_TOPICS, DELAY_TOPICS
 
 log = logging.getLogger(__name__)
 
 REQUESTED = "sluice.notifications.NotificationRequested"
 RESULT = "sluice.notifications.NotificationResult"
-CHANNEL_TOPICS = {channel: f"notifications.{channel.lower()}" for channel in CHANNELS}
 
 
 class DeliveryMetrics:
@@ -177,7 +176,7 @@ ledger = Ledger(app)
 DLQ = settings.topic("notifications.dlq")
 dead_letters = DeadLetters("notifications", DLQ, sender.send, metrics.dead_letters)
 OUTPUTS = (
-    *((REQUESTED, f"notifications.retry.{step}") for step in RETRY_STEPS),
+    *((REQUESTED, topic) for topic in DELAY_TOPICS),
     (REQUESTED, "notifications.dlq"),
     (RESULT, "notifications.results"),
 )

@@ -46,7 +46,6 @@ from pipelines.backpressure import EDGES
 from pipelines.catalog import PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
-from pipelines.rules import CHANNELS
 from pipelines.runtime import make_current, short_fetch_waits
 from pipelines.serde import serde_for
 from pipelines.stages import controller as backpressure_controller
@@ -69,6 +68,7 @@ from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
 from pipelines.stages.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
 from pipelines.stages.schemagate import SchemaGate
 from pipelines.stages.startup import stage_settings
+from pipelines.topology import CHANNEL_TOPICS, stage
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ ledger = Ledger(app)
 dead_letters = DeadLetters(
     "orders", settings.topic("orders.dlq"), sender.send, metrics.dead_letters
 )
-NOTIFICATION_TOPICS = {ch: f"notifications.{ch.lower()}" for ch in CHANNELS}
-OUTPUTS = (*NOTIFICATION_TOPICS.values(), "orders.status", "orders.confirmed", "orders.rejected")
+NOTIFICATION_TOPICS = CHANNEL_TOPICS
+OUTPUTS = stage("orders").outputs
 schema_gate = SchemaGate(
     serde,
     [(str(catalog_topic(t).value_schema), settings.topic(t)) for t in OUTPUTS]

@@ -14,7 +14,9 @@ import math
 import random
 from collections.abc import Sequence
 
-DEFAULT_DELAYS_S: tuple[float, ...] = (1, 10, 60)
+from pipelines.topology import RETRY_LADDER_S
+
+DEFAULT_DELAYS_S = RETRY_LADDER_S  # the delay topics' ladder, declared in the topology
 
 _default_rng = random.Random()
 

@@ -26,6 +26,7 @@ from pipelines.settings import Settings
 from pipelines.stages import commits, startup
 from pipelines.stages.health import AgentCrashes, CrashRecordingSupervisor, health_body
 from pipelines.stages.statedir import CLEAN_MARK, DirLock
+from pipelines.topology import WEB_PORTS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ JSON_STATE: faust.Schema[bytes, Any] = faust.Schema(
     key_type=bytes, key_serializer="raw", value_serializer="json"
 )
 EXIT_METRICS = "metrics-at-exit.prom"  # in the worker's data directory
-DEFAULT_WEB_PORTS = {"orders": 6066, "notifications": 6067, "analytics": 6068}
+DEFAULT_WEB_PORTS = WEB_PORTS
 
 
 def web_port(stage: str, settings: Settings) -> int:

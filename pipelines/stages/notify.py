@@ -27,8 +27,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from pipelines.catalog import RETRY_STEPS
 from pipelines.delivery import DeliveryError, delay_topic_for, next_attempt
+from pipelines.topology import DELAY_PREFIX, RETRY_LADDER_S
 
 Task = dict[str, Any]
 State = dict[str, Any]
@@ -40,8 +40,8 @@ HTTP_CHANNELS = frozenset({"SMS", "PUSH"})
 #: Failures after which the provider may or may not have taken the message.
 AMBIGUOUS = frozenset({"http timeout", "http error", "smtp timeout", "sender error"})
 UNKNOWN_AFTER_CRASH = "outcome unknown after a crash; not resent"
-#: The delay topics' steps in seconds (their names are fixed by the catalog).
-LADDER_S: tuple[float, ...] = tuple(float(step.rstrip("s")) for step in RETRY_STEPS)
+#: The delay topics' steps in seconds (declared in the topology, which names the topics).
+LADDER_S = RETRY_LADDER_S
 REDRIVE_HEADER = "sluice.redrive"
 
 
@@ -50,7 +50,7 @@ class Policy:
     """Retry budget and timing, and whether an unknown outcome may be resent."""
 
     max_attempts: int = 4
-    delays_s: tuple[float, ...] = (1.0, 10.0, 60.0)
+    delays_s: tuple[float, ...] = RETRY_LADDER_S
     jitter: float = 0.2
     provider_idempotent: bool = False
     #: The longest provider `Retry-After` honoured; a longer one is cut to this.
@@ -298,7 +298,7 @@ def _dead(task: Task, state: State, error: str, now_ms: int, *, note: str = "") 
 
 def delay_topic(not_before_ms: int, now_ms: int) -> str:
     """The catalog name of the delay topic that holds a task due at `not_before_ms`."""
-    return "notifications.retry." + delay_topic_for(not_before_ms, now_ms, LADDER_S)
+    return DELAY_PREFIX + delay_topic_for(not_before_ms, now_ms, LADDER_S)
 
 
 def result_record(

@@ -35,7 +35,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Gauge
 
-from pipelines.catalog import RETRY_STEPS
 from pipelines.errors import RecordError, RecordRef
 from pipelines.serde import Serde
 from pipelines.settings import Settings
@@ -44,11 +43,13 @@ from pipelines.stages.deadletter import DeadLetters
 from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.notify import DelayGate
 from pipelines.stages.schemagate import SchemaGate
+from pipelines.topology import channel_topic, stage
 
 log = logging.getLogger(__name__)
 
 REQUESTED = "sluice.notifications.NotificationRequested"
-GROUP = "sluice-notifications-retry"
+(RELAY,) = stage("notifications").relays  # its group and the delay topics it reads
+GROUP = RELAY.group
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class DelayRelay:
         self.schemas = schemas or SchemaGate(serde, [])
         self.max_wait_s = max_wait_s
         self.max_hold_ms = max_hold_ms
-        self.sources = [settings.topic(f"notifications.retry.{step}") for step in RETRY_STEPS]
+        self.sources = [settings.topic(t) for t in RELAY.inputs]
         self.gate: DelayGate[TopicPartition, Held] = DelayGate()
         self.paused: set[TopicPartition] = set()
         self.held_gauge = Gauge(
@@ -170,7 +171,7 @@ class DelayRelay:
         due = int(task["not_before"])
         if due - record.timestamp > self.max_hold_ms:
             due = 0
-        return due, Held(record, f"notifications.{task['channel'].lower()}")
+        return due, Held(record, channel_topic(task["channel"]))
 
     async def _forward(
         self, producer: Any, released: list[tuple[TopicPartition, Held]]

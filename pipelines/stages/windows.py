@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.eventtime import event_time_problem
+from pipelines.topology import stage
 
 Partial = dict[str, Any]  # {"count", "sum", "top": {k: n}, "hist": {b: n}, "late"}
 
@@ -69,7 +70,8 @@ EVENT_TIME = {
     "orders.rejected": "rejected_at",
     "notifications.results": "completed_at",
 }
-SOURCES = tuple(EVENT_TIME)
+#: The analytics stage's inputs (as the topology declares them; each has an EVENT_TIME).
+SOURCES = stage("analytics").inputs
 
 
 def unusable_time(topic: str, record: Mapping[str, Any]) -> str | None:

@@ -35,11 +35,12 @@ from pipelines.serde import serde_for
 from pipelines.settings import NotificationSettings, Settings
 from pipelines.stages.homing import home_partition
 from pipelines.stages.notify import UNKNOWN_AFTER_CRASH
+from pipelines.topology import CHANNEL_TOPICS, DELAY_TOPICS
 from tests.support import pipeline
 
 REQUESTED = "sluice.notifications.NotificationRequested"
-CHANNELS = ("EMAIL", "SMS", "PUSH")
-RETRY_TOPICS = ("notifications.retry.1s", "notifications.retry.10s", "notifications.retry.60s")
+CHANNELS = tuple(CHANNEL_TOPICS)
+RETRY_TOPICS = DELAY_TOPICS
 FAST = NotificationSettings(retry_delays_s=(0.5, 1.0, 2.0), max_attempts=4, concurrency=4)
 
 

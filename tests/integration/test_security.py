@@ -31,6 +31,7 @@ from pipelines.localkafka.cluster import free_base_port
 from pipelines.providers import ProvidersConfig, providers_in_thread
 from pipelines.settings import NotificationSettings, Settings
 from pipelines.stages.windows import WindowConfig
+from pipelines.topology import CHANNELS
 from producers.generator import GeneratorConfig, OrderGenerator
 from producers.inventory import seed_inventory
 from producers.orders import OrderRun, produce_orders
@@ -38,7 +39,6 @@ from tests.support import pipeline
 
 SMALL = WindowConfig(tumbling_s=5, hopping_s=20, hop_s=10, lateness_s=2, top_n=3)
 FAST = NotificationSettings(retry_delays_s=(0.5, 1.0, 2.0), max_attempts=4, concurrency=4)
-CHANNELS = ("notifications.email", "notifications.sms", "notifications.push")
 
 
 @pytest.fixture(scope="module")

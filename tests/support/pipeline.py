@@ -14,9 +14,10 @@ from confluent_kafka import Consumer
 
 from consumers.tail import StartAt, read
 from pipelines import domain, lag
-from pipelines.catalog import APP_IDS, PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
+from pipelines.catalog import APP_IDS, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.runner import Fleet
 from pipelines.settings import Settings
+from pipelines.topology import STAGES, group_inputs
 
 
 @contextmanager
@@ -79,18 +80,8 @@ def _trail(settings: Settings, order_ids: set[str]) -> str:
     return "\n".join(lines)
 
 
-STAGE_INPUTS = {
-    "orders": (
-        "orders.placed",
-        "inventory.reservations",
-        "inventory.results",
-        PLACED_REKEYED,
-        STOCK_REQUESTS,
-        STOCK_RESULTS,
-    ),
-    "analytics": ("orders.placed", "orders.confirmed", "orders.rejected", "notifications.results"),
-    "notifications": ("notifications.email", "notifications.sms", "notifications.push"),
-}
+#: Every topic each stage's group consumes, catalog and internal (from the topology).
+STAGE_INPUTS = {s.name: group_inputs(s.name) for s in STAGES if s.app_id}
 
 
 def wait_for_idle(settings: Settings, stage: str, timeout: float = 60.0) -> None:
