@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipelines.catalog import APP_IDS
 from pipelines.delivery.settings import DeliverySettings
 from pipelines.stages.windows import WindowConfig
+from pipelines.topology import RETRY_LADDER_S
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -152,7 +153,7 @@ class NotificationSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=256, description="Sends in flight per channel per worker.")
     max_attempts: int = Field(4, ge=1, le=50, description="Tries before a task is dead-lettered.")
     retry_delays_s: tuple[float, ...] = Field(
-        (1.0, 10.0, 60.0), description="Backoff ladder; one delay topic per step."
+        RETRY_LADDER_S, description="Backoff ladder; one delay topic per step."
     )
     jitter: float = Field(0.2, ge=0.0, lt=1.0, description="Random share added to each delay.")
     rate_email: float = Field(200.0, gt=0, description="Emails per second, whole group.")
