@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from pipelines import runtime
+from pipelines.settings import PRODUCER_BATCH_BYTES
 from pipelines.stages.faustapp import Worker
 
 RECORDS = int(os.environ.get("FLOOR_RECORDS", "0"))
@@ -43,7 +44,7 @@ app = faust.App(
     stream_buffer_maxsize=1000,
     producer_acks=-1,
     producer_linger=0.05,
-    producer_max_batch_size=int(os.environ.get("FLOOR_MAX_BATCH", "16384")),
+    producer_max_batch_size=int(os.environ.get("FLOOR_MAX_BATCH", str(PRODUCER_BATCH_BYTES))),
 )
 if TUNED:
     runtime.tune(app, strict=True, skip=os.environ.get("FLOOR_SKIP", "").split(","))
