@@ -110,7 +110,7 @@ def _event(
     return Event(app, message.key, value, [], message)
 
 
-async def _until(ctx: Any, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+async def _until(ctx: Any, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     """Wait until `condition` holds; fail at once if the agent under test crashed."""
     deadline = time.monotonic() + timeout
     while not condition():
