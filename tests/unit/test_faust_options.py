@@ -83,7 +83,7 @@ def test_default_settings_give_these_options(clean_env: pytest.MonkeyPatch, tmp_
         "producer_acks": -1,
         "stream_buffer_maxsize": 1000,
         "producer_linger": 0.05,
-        "producer_max_batch_size": 1_000_000,
+        "producer_max_batch_size": 16_384,
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 3.0,
         "consumer_group_instance_id": None,
