@@ -18,17 +18,6 @@ REFERENCE = ROOT / "deploy" / "CONFIGURATION.md"
 PROBE = "zz-probe"
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No Sluice or Kafka variables from the machine running the tests."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith(("SLUICE_", "KAFKA_", "SCHEMA_REGISTRY")):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def _attr(settings: Settings, dotted: str) -> Any:
     value: Any = settings
     for part in dotted.split("."):

@@ -8,7 +8,6 @@ converter or the settings it reads must not change any of them silently.
 from __future__ import annotations
 
 import enum
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,6 @@ from pipelines.stages.faustapp import StageApp, Worker, make_app
 from pipelines.stages.health import CrashRecordingSupervisor
 
 WORKER_VARIABLES = ("SLUICE_WEB_PORT", "SLUICE_WEB_BIND", "SLUICE_WORKER_NAME")
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No Sluice or Kafka variables from the machine running the tests."""
-    for name in list(os.environ):
-        if name.upper().startswith(("SLUICE_", "KAFKA_", "SCHEMA_REGISTRY")):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 def built_with(
