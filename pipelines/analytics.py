@@ -34,14 +34,15 @@ import faust
 from pipelines import runtime
 from pipelines.catalog import APP_IDS, value_schemas
 from pipelines.errors import RecordError
+from pipelines.runtime import faustapp
+from pipelines.runtime.analytics_web import WindowView, install_views
+from pipelines.runtime.deadletter import DeadLetters, redriven_for_another
+from pipelines.runtime.schemagate import SchemaGate
+from pipelines.runtime.startup import stage_settings
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
-from pipelines.stages import faustapp, windows
-from pipelines.stages.analytics_web import WindowView, install_views
-from pipelines.stages.deadletter import DeadLetters, redriven_for_another
+from pipelines.stages import windows
 from pipelines.stages.partialbook import PartialBook, partial_key
-from pipelines.stages.schemagate import SchemaGate
-from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 

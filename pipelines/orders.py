@@ -46,13 +46,11 @@ from pipelines.backpressure import EDGES
 from pipelines.catalog import PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
+from pipelines.runtime import controller as backpressure_controller
 from pipelines.runtime import make_current, short_fetch_waits
-from pipelines.serde import serde_for
-from pipelines.stages import controller as backpressure_controller
-from pipelines.stages import saga, stock
-from pipelines.stages.batches import Ledger, batches
-from pipelines.stages.deadletter import DeadLetters, redriven_for_another
-from pipelines.stages.faustapp import (
+from pipelines.runtime.batches import Ledger, batches
+from pipelines.runtime.deadletter import DeadLetters, redriven_for_another
+from pipelines.runtime.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
@@ -64,10 +62,12 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
+from pipelines.runtime.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
+from pipelines.runtime.schemagate import SchemaGate
+from pipelines.runtime.startup import stage_settings
+from pipelines.serde import serde_for
+from pipelines.stages import saga, stock
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
-from pipelines.stages.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
-from pipelines.stages.schemagate import SchemaGate
-from pipelines.stages.startup import stage_settings
 from pipelines.topology import CHANNEL_TOPICS, stage
 
 log = logging.getLogger(__name__)
