@@ -39,11 +39,24 @@ def _produce(producer: Producer, topic: str, start: int, count: int, acked: list
         time.sleep(0.002)
 
 
+def _all_three_registered(settings: Settings, timeout: float = 60.0) -> admin.ClusterInfo:
+    """The cluster's view once all three brokers are in it. Right after `up` a broker
+    starved of CPU by the other two JVMs can miss heartbeats and be fenced for a few
+    seconds (seen once in a full-suite run: one broker listed), which is not what the
+    test is about, so it waits for the three before killing one."""
+    deadline = time.monotonic() + timeout
+    info = admin.describe_cluster(settings)
+    while len(info.brokers) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = admin.describe_cluster(settings)
+    assert len(info.brokers) == 3, info
+    return info
+
+
 @pytest.mark.chaos
 def test_sigkill_one_broker_keeps_every_acked_record(cluster: LocalCluster) -> None:
     settings = Settings(bootstrap_servers=cluster.bootstrap)
-    info = admin.describe_cluster(settings)
-    assert len(info.brokers) == 3
+    info = _all_three_registered(settings)
     topic = "test.failover"
     admin.ensure_topics(settings, [TopicSpec(topic, "k", None, "failover", partitions=6)])
     state = admin.list_topics(settings)[topic]
