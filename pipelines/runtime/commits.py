@@ -27,10 +27,12 @@ Stage input topics are neither compacted nor transactional, so that fetch starts
 at the sought offset; should it not (retention deleted it), the first later record is
 accepted after `STALE_S`.
 
-The same filter enforces backpressure holds (`hold_partitions`): Faust's own pause is a
-set of "active" partitions that several of its paths re-activate (a stream buffer that
-drained, recovery after a rebalance), so the controller's decision is applied here, where
-every record passes, and the controller seeks back when it releases a partition.
+The same filter enforces the holds of the app's `PartitionGate` (`pipelines.runtime.gate`,
+which sets the consumer's `_sluice_hold` to its `withholds`): Faust's own pause is a set of
+"active" partitions that several of its paths re-activate (a stream buffer that drained,
+recovery after a rebalance), so the gate's decision is applied here, where every record
+passes, and the gate seeks back when it releases a partition. The healer re-reads through
+the gate too (`seek_back`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -48,6 +50,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from pipelines.runtime import records
+from pipelines.runtime.gate import gate_for
 from pipelines.runtime.patching import Patch, Target
 
 log = logging.getLogger(__name__)
@@ -89,10 +92,10 @@ def is_stale(offset: int, wanted: int, sought_for_s: float) -> bool:
 
 
 def _fresh(consumer: Any, expected: dict[TP, tuple[int, float]], tp: TP, message: Any) -> bool:
-    """Whether a fetched record goes to the streams: not held by backpressure, not stale."""
-    hold = getattr(consumer, "_sluice_hold", None)
+    """Whether a fetched record goes to the streams: not held by the gate, not stale."""
+    hold = getattr(consumer, "_sluice_hold", None)  # the gate's `withholds`, if it holds any
     if hold is not None and hold(tp):
-        return False  # held by backpressure: re-read from where the stage stopped
+        return False  # held (backpressure): the gate re-reads from where the stage stopped
     wanted = expected.get(tp)
     if wanted is None:
         return True
@@ -137,11 +140,6 @@ def _guard_seeks(base_seek: Any, base_getmany: Any, base_seek_to_committed: Any)
         return records.fetched(self, timeout, partial(_fresh, self, _expected(self)))
 
     return seek, getmany, seek_to_committed
-
-
-def hold_partitions(consumer: Any, hold: Callable[[TP], bool]) -> None:
-    """Withhold every fetched record of a partition for which `hold(tp)` is true."""
-    consumer._sluice_hold = hold
 
 
 async def commit_now(consumer: Consumer, tries: int = 3) -> bool:
@@ -236,7 +234,7 @@ def _idle_behind(consumer: Any, tp: Any, committed: int | None, busy: set[Any]) 
         return False  # changelogs: read by recovery, never committed this way
     hold = getattr(consumer, "_sluice_hold", None)
     if hold is not None and hold(tp):
-        return False  # held by backpressure on purpose
+        return False  # held by the gate on purpose (backpressure)
     try:
         end = consumer.highwater(tp)
     except Exception:  # not fetched yet: nothing known to be behind
@@ -279,7 +277,7 @@ class HoleHealer:
                     tp.partition,
                     committed,
                 )
-                await consumer.seek(tp, committed)
+                await gate_for(self.app).seek_back(tp, committed)
                 self.healed += 1
                 del self.since[tp]
 

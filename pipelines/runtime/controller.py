@@ -5,9 +5,11 @@ the event loop) and feeds it to the hysteresis. While paused it pauses the app's
 partitions through the Faust consumer: no new work is taken, in-flight work (for the
 order stage: sagas waiting for reservation results) finishes, so nothing is lost and
 stock stays consistent. Pausing is not leaving the group: the consumer keeps polling and
-heartbeating, so no rebalance follows. Faust resumes partitions itself after a rebalance,
-so resumes Faust issues for the entry partitions are filtered while paused (and the
-pause is re-asserted on every tick): a worker joining while paused does not let work in.
+heartbeating, so no rebalance follows. The controller does not call the consumer itself:
+it tells the app's `PartitionGate` why the entry topics are held (the lag, or no lag
+reading yet) and the gate pauses, withholds, seeks back and resumes; it also filters the
+resumes Faust issues after a rebalance (and re-asserts the pause on every tick), so a
+worker joining while paused does not let work in.
 
 The overshoot bound: after the lag crosses `high`, at most what is already in flight can
 still reach the downstream topics: records buffered for the entry partitions
@@ -27,8 +29,8 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from pipelines.backpressure import Edge, LagSignal
-from pipelines.runtime import commits
 from pipelines.runtime.faustapp import StageMetrics
+from pipelines.runtime.gate import LAG, UNMEASURED, gate_for
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,10 @@ class Controller:
         self.paused_since: float | None = None
         self.paused_seconds = 0.0
         self.inflight: dict[int, set[bytes]] = {}
-        self.last_taken: dict[tuple[str, int], int] = {}
-        self.paused_tps: set[Any] = set()
+        self.gate = gate_for(app)
         self.measured = False  # until the first lag reading, a new worker takes no entry work
+        if settings.backpressure.enabled:
+            self.gate.hold(UNMEASURED, topics=self.entry)
         registry = metrics.registry
         self.paused_gauge = Gauge(
             "sluice_paused_partitions", "Entry partitions paused", ["stage"], registry=registry
@@ -82,39 +85,19 @@ class Controller:
         ).labels(metrics.stage, edge.group)
         self.stage = metrics.stage
 
-    def holds(self, tp: Any) -> bool:
-        """Whether records of `tp` must not reach the stage now."""
-        if tp.topic in self.entry and self._desired([tp]):
-            self.paused_tps.add(tp)  # records were withheld: seek back when released
-            return True
-        return False
+    @property
+    def last_taken(self) -> dict[tuple[str, int], int]:
+        """The last entry record the stage took per partition (kept by the gate)."""
+        return self.gate.last_taken
 
-    def _guard_resumes(self) -> None:
-        """Wrap the consumer's resume so Faust's own resumes skip paused entry partitions.
-
-        Faust re-activates partitions on other paths too (a drained stream buffer), so the
-        decision is also enforced where records are fetched (`commits.hold_partitions`).
-        This is per consumer, not per class, on purpose: only an app with a controller
-        filters its resumes. `pipelines.runtime` fingerprints the method wrapped here
-        (`backpressure_resume_guard`), like every class-level patch.
-        """
-        consumer = self.app.consumer
-        if getattr(consumer, "_sluice_resume_guarded", False):
-            return
-        commits.hold_partitions(consumer, self.holds)
-        original = consumer.resume_partitions
-
-        def resume_partitions(tps: Any) -> Any:
-            held = self._desired(self._entry_partitions())
-            self.paused_tps |= {tp for tp in tps if tp in held}  # ours to resume later
-            return original({tp for tp in tps if tp not in held})
-
-        consumer.resume_partitions = resume_partitions  # type: ignore[method-assign]
-        consumer._sluice_resume_guarded = True  # type: ignore[attr-defined]
+    @property
+    def paused_tps(self) -> set[Any]:
+        """The entry partitions the gate holds back for backpressure."""
+        return self.gate.withheld
 
     async def tick(self) -> None:
-        """Measure, decide, and make the consumer match the decision."""
-        self._guard_resumes()
+        """Measure, decide, and have the gate make the consumer match the decision."""
+        self.gate.guard()
         if not self.settings.backpressure.enabled:
             await self._apply()
             return
@@ -124,6 +107,8 @@ class Controller:
             log.warning("backpressure: cannot read the lag of %s: %s", self.edge.group, exc)
             return
         self.measured = True
+        self.gate.release(UNMEASURED)
+        self._claim()
         self.lag_gauge.set(self.signal.lag)
         if transition is not None:
             self.transitions.labels(self.stage, transition).inc()
@@ -139,13 +124,16 @@ class Controller:
         await self._apply()
         self._write_state()
 
-    def _entry_partitions(self) -> list[Any]:
-        consumer = self.app.consumer
-        return [tp for tp in consumer.assignment() if tp.topic in self.entry]
+    def _claim(self) -> None:
+        """Hold the entry topics for the lag while the hysteresis says paused."""
+        if self.signal.state.paused:
+            self.gate.hold(LAG, topics=self.entry)
+        else:
+            self.gate.release(LAG)
 
     def taken(self, topic: str, partition: int, offset: int) -> None:
         """Record the last entry record the stage took, for the seek on resume."""
-        self.last_taken[(topic, partition)] = offset
+        self.gate.taken(topic, partition, offset)
 
     def track(self, partition: int, key: bytes, *, open_: bool) -> None:
         """Count work in flight (for the order stage: placed, not yet decided) per partition.
@@ -162,46 +150,14 @@ class Controller:
             pending.discard(key)
         self.inflight_gauge.set(sum(len(keys) for keys in self.inflight.values()))
 
-    def _desired(self, tps: list[Any]) -> set[Any]:
-        if not self.settings.backpressure.enabled:
-            return set()
-        return set(tps) if self.signal.state.paused or not self.measured else set()
-
     def on_assigned(self) -> None:
         """After a rebalance (Faust has paused everything, recovery will resume it).
 
-        The resume guard goes in before Faust's resume, so a worker that joins while the
-        downstream lags never takes entry work; offsets taken under the old assignment
+        The gate's resume guard goes in before Faust's resume, so a worker that joins while
+        the downstream lags never takes entry work; offsets taken under the old assignment
         no longer say where to resume.
         """
-        self._guard_resumes()
-        self.last_taken.clear()
-        self.paused_tps = set()
-
-    async def _sync(self) -> None:
-        """Make the consumer's paused entry partitions match the decision.
-
-        On resume each partition is sought back to just after the last record the stage
-        took from it (recorded by `taken`; Faust's own read offset means "next" after a
-        seek and "last" otherwise, so it cannot be trusted for this). faust-streaming drops
-        records it had already fetched for a partition that got paused, and would later
-        treat the hole as a gap to commit past: without the seek, they would be lost.
-        """
-        tps = self._entry_partitions()
-        desired = self._desired(tps)
-        if desired:
-            self.app.consumer.pause_partitions(desired)
-        released = {tp for tp in tps if tp not in desired and tp in self.paused_tps}
-        self.paused_tps = desired
-        if released:
-            consumer: Any = self.app.consumer  # Faust's committed offsets are not in its interface
-            for tp in released:
-                last = self.last_taken.get((tp.topic, tp.partition))
-                target = last + 1 if last is not None else consumer._committed_offset.get(tp)
-                if target is not None:
-                    await consumer.seek(tp, target)
-            consumer.resume_partitions(released)
-        self.paused_gauge.set(len(desired))
+        self.gate.on_assigned()
 
     async def _apply(self) -> None:
         now = time.monotonic()
@@ -211,7 +167,7 @@ class Controller:
             self.seconds.inc(now - self.paused_since)
             self.paused_seconds += now - self.paused_since
             self.paused_since = None
-        await self._sync()
+        self.paused_gauge.set(len(await self.gate.apply()))
 
     def state(self) -> dict[str, Any]:
         paused = self.signal.state.paused

@@ -256,7 +256,7 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         "backpressure_resume_guard",
-        "the backpressure controller wraps each consumer's resume_partitions (per app)",
+        "the partition gate (runtime.gate) wraps each held consumer's resume_partitions (per app)",
         (Target(faust_consumer.Consumer, "resume_partitions", "afe6b7c02a41d63c"),),
         _kept,
     ),
