@@ -22,8 +22,8 @@ from typing import Any
 import faust
 
 from pipelines import runtime
+from pipelines.runtime.faustapp import Worker
 from pipelines.settings import PRODUCER_BATCH_BYTES
-from pipelines.stages.faustapp import Worker
 
 RECORDS = int(os.environ.get("FLOOR_RECORDS", "0"))
 TOPIC = os.environ.get("FLOOR_TOPIC", "floor")

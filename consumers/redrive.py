@@ -29,9 +29,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from consumers.tail import StartAt, header_items, messages
 from pipelines.catalog import by_name
 from pipelines.errors import RecordError, SluiceError
+from pipelines.runtime.deadletter import REDRIVE_HEADER
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
-from pipelines.stages.deadletter import REDRIVE_HEADER
 from pipelines.topology import stage
 
 SOURCE_HEADER = "sluice.source.topic"

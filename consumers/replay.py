@@ -22,10 +22,10 @@ from consumers.tail import watermark
 from pipelines import admin
 from pipelines.catalog import by_name
 from pipelines.errors import ConfigError, RecordError, TopicError
+from pipelines.runtime.deadletter import redriven_for_another
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
-from pipelines.stages.deadletter import redriven_for_another
 from pipelines.stages.windows import WindowConfig
 
 Progress = Callable[[int], None]

@@ -34,13 +34,14 @@ import faust
 from pipelines import runtime
 from pipelines.catalog import APP_IDS, value_schemas
 from pipelines.errors import RecordError
+from pipelines.runtime import faustapp
+from pipelines.runtime.analytics_web import WindowView, install_views
+from pipelines.runtime.deadletter import redriven_for_another
 from pipelines.runtime.kit import Output, build_kit
+from pipelines.runtime.startup import stage_settings
 from pipelines.settings import Settings
-from pipelines.stages import faustapp, windows
-from pipelines.stages.analytics_web import WindowView, install_views
-from pipelines.stages.deadletter import redriven_for_another
+from pipelines.stages import windows
 from pipelines.stages.partialbook import PartialBook, partial_key
-from pipelines.stages.startup import stage_settings
 
 log = logging.getLogger(__name__)
 

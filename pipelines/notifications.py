@@ -13,7 +13,7 @@ notifications.results, so publishing the result and remembering it are one recor
 At most one delivery per id: before each send the attempt is recorded in the `attempts`
 table and acknowledged by Kafka (`durable_set`); see `pipelines.stages.notify` for what a
 redelivered task does with it. Failed sends go to the delay topics and come back through
-the delay relay (`pipelines.stages.relay`), which runs as a task in every worker.
+the delay relay (`pipelines.runtime.relay`), which runs as a task in every worker.
 
 Rate limits hold for the whole group: each worker's token bucket per channel runs at the
 group rate times the share of that channel's partitions it owns, re-divided on every
@@ -43,11 +43,9 @@ from pipelines.delivery import (
 )
 from pipelines.errors import RecordError, RecordRef
 from pipelines.rules import CHANNELS
-from pipelines.serde import serde_for
-from pipelines.stages import notify
-from pipelines.stages.batches import Ledger, dumps
-from pipelines.stages.deadletter import DeadLetters
-from pipelines.stages.faustapp import (
+from pipelines.runtime.batches import Ledger, dumps
+from pipelines.runtime.deadletter import DeadLetters
+from pipelines.runtime.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
@@ -59,10 +57,12 @@ from pipelines.stages.faustapp import (
     record_ref,
     table,
 )
+from pipelines.runtime.relay import DelayRelay
+from pipelines.runtime.schemagate import SchemaGate
+from pipelines.runtime.startup import stage_settings
+from pipelines.serde import serde_for
+from pipelines.stages import notify
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
-from pipelines.stages.relay import DelayRelay
-from pipelines.stages.schemagate import SchemaGate
-from pipelines.stages.startup import stage_settings
 from pipelines.topology import CHANNEL_TOPICS, DELAY_TOPICS
 
 log = logging.getLogger(__name__)

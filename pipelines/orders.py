@@ -49,17 +49,17 @@ from pipelines.backpressure import EDGES
 from pipelines.catalog import PLACED_REKEYED, STOCK_REQUESTS, STOCK_RESULTS
 from pipelines.catalog import get as catalog_topic
 from pipelines.errors import RecordError, RecordRef
+from pipelines.runtime import controller as backpressure_controller
 from pipelines.runtime import make_current, short_fetch_waits
+from pipelines.runtime.batches import Ledger, batches
+from pipelines.runtime.deadletter import redriven_for_another
+from pipelines.runtime.faustapp import JSON_STATE, RAW_SCHEMA, now_ms, record_ref
 from pipelines.runtime.kit import build_kit
+from pipelines.runtime.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
+from pipelines.runtime.startup import stage_settings
 from pipelines.settings import Settings
-from pipelines.stages import controller as backpressure_controller
 from pipelines.stages import saga, stock
-from pipelines.stages.batches import Ledger, batches
-from pipelines.stages.deadletter import redriven_for_another
-from pipelines.stages.faustapp import JSON_STATE, RAW_SCHEMA, now_ms, record_ref
 from pipelines.stages.homing import REKEYED_HEADER, at_home, home_partition
-from pipelines.stages.orderbatch import REQUESTS, RESULTS, SagaBatch, StockBatch, Topics
-from pipelines.stages.startup import stage_settings
 from pipelines.topology import CHANNEL_TOPICS, stage
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ A thin supervisor: it runs `faust -A pipelines.<stage>:app worker` as a child pr
 the port, name and brokers it was given, forwards Ctrl-C and SIGTERM, and returns the
 child's exit code. Everything that makes a start safe (the table directory per worker,
 the crash and cluster checks on local tables, the web port, the broker and the topics,
-one line per failure) is the app's own start-up (`pipelines.stages.startup`), so Faust's
+one line per failure) is the app's own start-up (`pipelines.runtime.startup`), so Faust's
 own CLI gets exactly the same. A Faust worker can hang in shutdown when the broker is
 gone, so the stop is bounded: after `--stop-timeout` seconds the child is killed and
 that is reported, rather than the terminal hanging forever.
@@ -23,7 +23,7 @@ import click
 
 from pipelines.catalog import APP_IDS
 from pipelines.cli.common import bootstrap_option, fail_line
-from pipelines.stages.faustapp import DEFAULT_WEB_PORTS
+from pipelines.runtime.faustapp import DEFAULT_WEB_PORTS
 
 PR_SET_PDEATHSIG = 1
 

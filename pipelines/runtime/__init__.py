@@ -1,6 +1,12 @@
-"""The stage runtime: what Sluice changes in Faust to run its stages at Kafka speed.
+"""The stage runtime: everything that runs a stage's pure logic on Faust and Kafka.
 
-`tune(app)` is applied once, when `pipelines.stages.faustapp.make_app` makes an app;
+The app builder (`faustapp`), its worker start-up (`startup`, `statedir`, `health`), the
+commit guard (`commits`), backpressure (`controller`), batches and outboxes (`batches`,
+`orderbatch`), the dead-letter writer (`deadletter`), the schema gate, the delay relay,
+the analytics web views, and what Sluice changes in Faust to run its stages at Kafka speed.
+The pure logic those drive lives in `pipelines.stages`.
+
+`tune(app)` is applied once, when `pipelines.runtime.faustapp.make_app` makes an app;
 `check_versions()` is the start-up guard (see `faust_tuning`).
 """
 

@@ -21,7 +21,7 @@ acknowledgements, the read offset set after the hand-over, and records behind th
 offset dropped. One thing is not: where the offsets of a stream input jump, Faust records
 a gap and later commits across it; here the skipped records are read again first
 (`reread_skipped`), since on a stage input a jump means records nobody processed. The
-commit guard's filters (`pipelines.stages.commits`) sit in `getmany`, below this loop,
+commit guard's filters (`pipelines.runtime.commits`) sit in `getmany`, below this loop,
 and see every record.
 """
 

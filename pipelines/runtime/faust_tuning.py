@@ -238,7 +238,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "no_spinner",
         "the stage Worker drops Faust's spinner log hook, which turns the root logger to "
-        "DEBUG (pipelines.stages.faustapp.Worker)",
+        "DEBUG (pipelines.runtime.faustapp.Worker)",
         (Target(faust.Worker, "_setup_spinner_handler", "18cb28ef5b3de212"),),
         _kept,
     ),
@@ -264,7 +264,7 @@ PATCHES: tuple[Patch, ...] = (
 
 
 def all_patches() -> tuple[Patch, ...]:
-    from pipelines.stages import commits  # it registers through this package
+    from pipelines.runtime import commits  # it registers through this package
 
     return PATCHES + commits.PATCHES
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import faust
 
+from pipelines.runtime import faustapp
+from pipelines.runtime.deadletter import DeadLetters
+from pipelines.runtime.schemagate import SchemaGate
 from pipelines.serde import Serde, serde_for
 from pipelines.settings import Settings
-from pipelines.stages import faustapp
-from pipelines.stages.deadletter import DeadLetters
-from pipelines.stages.schemagate import SchemaGate
 from pipelines.topology import stage as topology_stage
 
 

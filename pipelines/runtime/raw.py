@@ -1,6 +1,6 @@
 """Raw-bytes topics without Faust's codec round trip.
 
-Every Sluice stage reads and writes raw bytes (`pipelines.stages.faustapp.RAW`) and
+Every Sluice stage reads and writes raw bytes (`pipelines.runtime.faustapp.RAW`) and
 decodes Avro itself. For such a topic Faust still runs the whole serializer chain on every
 record, twice on the way in (key and value: `Schema.loads_*` → `Registry.loads_*` → codec
 lookup → `Codec.loads` → `raw._loads` → `want_bytes` → `_prepare_payload` → `want_bytes`)

@@ -5,7 +5,7 @@ consumer thread for the partition's high-water mark (three calls deep into aioka
 subscription state) and hands it to the Monitor, whose only use of it is the web view's
 end-offset figure. The mark is read when a fetch's records are taken, so once per
 partition per fetch says the same thing. The commit guard's filter
-(`pipelines.stages.commits`) is applied here too, as a plain call per record: another
+(`pipelines.runtime.commits`) is applied here too, as a plain call per record: another
 async-generator layer around this one would cost a suspension per record.
 
 Everything else is Faust's, in its order: the round-robin over partitions, the stops when

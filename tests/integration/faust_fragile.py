@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import faust
 
+from pipelines.runtime.faustapp import RAW, StageMetrics, install_web, make_app
 from pipelines.settings import get_settings
-from pipelines.stages.faustapp import RAW, StageMetrics, install_web, make_app
 
 settings = get_settings()
 app = make_app("analytics", settings)

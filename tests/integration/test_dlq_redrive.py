@@ -18,9 +18,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipelines.cli import run
 from pipelines.errors import RecordRef
+from pipelines.runtime.deadletter import dlq_headers
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
-from pipelines.stages.deadletter import dlq_headers
 from producers.inventory import restock_request
 
 REQUEST = "sluice.inventory.ReservationRequested"

@@ -208,7 +208,7 @@ def test_sigterm_drains_and_commits_everything_it_took_before_leaving(
     interval when the group rebalances; that is the documented in-flight bound.)"""
     import json
 
-    from pipelines.stages.faustapp import EXIT_METRICS
+    from pipelines.runtime.faustapp import EXIT_METRICS
 
     seed_inventory(orders_settings, SKUS)
     count = 1500

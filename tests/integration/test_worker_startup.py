@@ -231,7 +231,7 @@ def test_every_start_up_failure_is_one_line_and_a_non_zero_exit(
     settings, a data dir under a file, a table dir another worker holds, no broker,
     topics that contradict the catalog. Each run exits non-zero with exactly one
     `error:` line on stderr naming the problem and the way out, and no traceback."""
-    from pipelines.stages.statedir import DirLock
+    from pipelines.runtime.statedir import DirLock
 
     settings = pipeline_settings
     env = settings.as_env()

@@ -14,7 +14,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.streams import Stream
 
 from pipelines import runtime
-from pipelines.stages import batches
+from pipelines.runtime import batches
 
 
 class FakeQueue:

@@ -12,7 +12,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 
 from pipelines import runtime
-from pipelines.stages import commits
+from pipelines.runtime import commits
 
 TP0 = TP("orders.placed", 0)
 

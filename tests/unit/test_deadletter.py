@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from pipelines.errors import RecordRef
-from pipelines.stages.deadletter import REDRIVE_HEADER, DeadLetters, redriven_for_another
+from pipelines.runtime.deadletter import REDRIVE_HEADER, DeadLetters, redriven_for_another
 
 
 def _writer() -> tuple[DeadLetters, list[tuple[Any, ...]], Counter]:

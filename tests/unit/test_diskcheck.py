@@ -24,7 +24,7 @@ from pipelines import diskcheck
 from pipelines.cli import run
 from pipelines.errors import StorageError
 from pipelines.localkafka import LocalCluster
-from pipelines.stages.statedir import prepare_state_dir
+from pipelines.runtime.statedir import prepare_state_dir
 
 MiB = diskcheck.MiB
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

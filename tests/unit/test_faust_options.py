@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from pipelines.runtime import faustapp
+from pipelines.runtime.faustapp import StageApp, Worker, make_app
+from pipelines.runtime.health import CrashRecordingSupervisor
 from pipelines.settings import SecuritySettings, Settings
-from pipelines.stages import faustapp
-from pipelines.stages.faustapp import StageApp, Worker, make_app
-from pipelines.stages.health import CrashRecordingSupervisor
 
 WORKER_VARIABLES = ("SLUICE_WEB_PORT", "SLUICE_WEB_BIND", "SLUICE_WORKER_NAME")
 

@@ -16,8 +16,7 @@ import faust
 import pytest
 
 from pipelines.errors import ConfigError
-from pipelines.settings import Settings
-from pipelines.stages.faustapp import (
+from pipelines.runtime.faustapp import (
     JSON_STATE,
     RAW,
     RAW_SCHEMA,
@@ -26,8 +25,9 @@ from pipelines.stages.faustapp import (
     make_app,
     table,
 )
-from pipelines.stages.health import AgentCrashes, CrashRecordingSupervisor, health_body
-from pipelines.stages.startup import StartupTracebacks, WebPortInUse, exit_with, require_free_port
+from pipelines.runtime.health import AgentCrashes, CrashRecordingSupervisor, health_body
+from pipelines.runtime.startup import StartupTracebacks, WebPortInUse, exit_with, require_free_port
+from pipelines.settings import Settings
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ from aiohttp import web
 from pipelines import httperrors
 from pipelines.httperrors import BoundaryRunner, HttpProblem
 from pipelines.providers.http import HttpProvider
+from pipelines.runtime.analytics_web import WindowView, install_views
+from pipelines.runtime.faustapp import StageMetrics, install_web
 from pipelines.settings import Settings
-from pipelines.stages.analytics_web import WindowView, install_views
-from pipelines.stages.faustapp import StageMetrics, install_web
 from producers.intake import IntakeConfig, create_app
 from tests.support import httpfuzz, processes
 from tests.unit.test_intake_service import BODY, FakePublisher

@@ -505,10 +505,10 @@ class FakeProducer:
 def test_the_relay_pauses_until_due_and_forwards_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka import TopicPartition
 
+    from pipelines.runtime import relay as relay_module
+    from pipelines.runtime.faustapp import StageMetrics
     from pipelines.serde import serde_for
     from pipelines.settings import Settings
-    from pipelines.stages import relay as relay_module
-    from pipelines.stages.faustapp import StageMetrics
 
     settings = Settings(topic_prefix="x.")
     serde = serde_for(settings)
@@ -574,11 +574,11 @@ def test_the_relay_waits_out_a_registry_outage_without_dead_letters(
     keeps polling; once the registry answers the record is relayed as usual."""
     from aiokafka import TopicPartition
 
+    from pipelines.runtime import relay as relay_module
+    from pipelines.runtime.faustapp import StageMetrics
+    from pipelines.runtime.schemagate import SchemaGate
     from pipelines.serde import ConfluentSerde
     from pipelines.settings import Settings
-    from pipelines.stages import relay as relay_module
-    from pipelines.stages.faustapp import StageMetrics
-    from pipelines.stages.schemagate import SchemaGate
     from tests.support.registry import running_registry
 
     tp = TopicPartition("x.notifications.retry.1s", 0)

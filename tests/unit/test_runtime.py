@@ -25,10 +25,10 @@ from mode.utils.logging import CompositeLogger
 from pipelines import runtime
 from pipelines.runtime import drain, quiet
 from pipelines.runtime.faust_tuning import WRITTEN_FOR, UnsupportedFaust, check_versions
+from pipelines.runtime.faustapp import make_app
 from pipelines.runtime.patching import drifted, is_applied, original
+from pipelines.runtime.startup import exit_with
 from pipelines.settings import Settings
-from pipelines.stages.faustapp import make_app
-from pipelines.stages.startup import exit_with
 
 TP0 = TP("t.orders.placed", 0)
 
@@ -470,7 +470,7 @@ def test_a_plain_topic_send_goes_straight_to_the_running_producer(app: faust.App
 def test_a_stage_worker_on_another_faust_refuses_to_start_in_one_line(
     app: faust.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.stages.faustapp import Worker
+    from pipelines.runtime.faustapp import Worker
 
     real = importlib.metadata.version
     monkeypatch.setattr(

@@ -20,9 +20,9 @@ from faust.types.tuples import Message
 from pipelines import runtime
 from pipelines.runtime import partition, quiet, raw, records
 from pipelines.runtime.faust_tuning import GC_YOUNG
+from pipelines.runtime.faustapp import RAW, make_app
 from pipelines.runtime.patching import original
 from pipelines.settings import Settings
-from pipelines.stages.faustapp import RAW, make_app
 
 TP0, TP1 = TP("t.orders.placed", 0), TP("t.orders.placed", 1)
 

@@ -19,9 +19,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipelines import runtime
 from pipelines.runtime import send
+from pipelines.runtime.faustapp import make_app
 from pipelines.runtime.patching import original
 from pipelines.settings import Settings
-from pipelines.stages.faustapp import make_app
 
 TOPIC = "t.orders.status"
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from pipelines.runtime import commits
+from pipelines.runtime.schemagate import SchemaGate
 from pipelines.serde import ConfluentSerde, DecodeError, RegistryUnavailable, SingleObjectSerde
-from pipelines.stages import commits
-from pipelines.stages.schemagate import SchemaGate
 from tests.support.registry import running_registry
 from tests.unit.samples import SAMPLES
 
@@ -25,7 +25,7 @@ RESULT = "sluice.inventory.ReservationResult"
 def test_an_outage_waits_and_logs_once_then_decodes_as_normal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, "pipelines.stages.schemagate")
+    caplog.set_level(logging.WARNING, "pipelines.runtime.schemagate")
     with running_registry() as registry:
         data = ConfluentSerde(registry.url).encode(PLACED, SAMPLES[PLACED], topic="t.placed")
         registry.stop()

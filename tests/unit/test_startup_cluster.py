@@ -13,8 +13,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pipelines import admin
 from pipelines.errors import SluiceError
+from pipelines.runtime import startup
 from pipelines.settings import Settings
-from pipelines.stages import startup
 
 
 def _done(value: Any) -> Future[Any]:

@@ -1,5 +1,5 @@
 """Local table state is kept only if it stopped cleanly and belongs to the cluster and the
-changelog topics it starts against (see `pipelines.stages.statedir`)."""
+changelog topics it starts against (see `pipelines.runtime.statedir`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict
 
-from pipelines.settings import Settings
-from pipelines.stages.statedir import (
+from pipelines.runtime.statedir import (
     CLEAN_MARK,
     IDENTITY,
     LOCK,
@@ -27,6 +26,7 @@ from pipelines.stages.statedir import (
     prepare_state_dir,
     settle,
 )
+from pipelines.settings import Settings
 
 CHANGELOG = "t.sluice-orders-orders-changelog"
 NOW = ClusterState(Identity("cluster-A", {CHANGELOG: "id-1"}), {(CHANGELOG, 0): 10})
@@ -158,7 +158,7 @@ def test_a_directory_in_use_by_another_process_is_refused(tmp_path: Path) -> Non
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path;"
-            "from pipelines.stages.statedir import lock_worker_dir;"
+            "from pipelines.runtime.statedir import lock_worker_dir;"
             f"held = lock_worker_dir(Path({str(directory)!r}));"
             "print('locked', flush=True); time.sleep(60)",
         ],

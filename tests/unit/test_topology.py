@@ -15,12 +15,12 @@ from pipelines.backpressure import EDGES
 from pipelines.catalog import CATALOG, INTERNAL, by_name, value_schemas
 from pipelines.delivery import backoff
 from pipelines.errors import TopicError
+from pipelines.runtime.faustapp import DEFAULT_WEB_PORTS, StageMetrics
+from pipelines.runtime.relay import GROUP as RETRY_GROUP
+from pipelines.runtime.relay import DelayRelay
 from pipelines.serde import serde_for
 from pipelines.settings import NotificationSettings, Settings
 from pipelines.stages import notify, windows
-from pipelines.stages.faustapp import DEFAULT_WEB_PORTS, StageMetrics
-from pipelines.stages.relay import GROUP as RETRY_GROUP
-from pipelines.stages.relay import DelayRelay
 from pipelines.topology import STAGES, Relay, Stage, stage
 from tests.support import pipeline
 

@@ -36,13 +36,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Gauge
 
 from pipelines.errors import RecordError, RecordRef
+from pipelines.runtime.deadletter import DeadLetters
+from pipelines.runtime.faustapp import StageMetrics
+from pipelines.runtime.schemagate import SchemaGate
 from pipelines.serde import Serde
 from pipelines.settings import Settings
 from pipelines.stages import notify
-from pipelines.stages.deadletter import DeadLetters
-from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.notify import DelayGate
-from pipelines.stages.schemagate import SchemaGate
 from pipelines.topology import channel_topic, stage
 
 log = logging.getLogger(__name__)

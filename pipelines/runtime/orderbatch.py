@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipelines.catalog import STOCK_REQUESTS, STOCK_RESULTS
+from pipelines.runtime.batches import Outbox, dumps
+from pipelines.runtime.faustapp import StageMetrics
 from pipelines.serde import Serde
 from pipelines.settings import Settings
 from pipelines.stages import saga, stock
-from pipelines.stages.batches import Outbox, dumps
-from pipelines.stages.faustapp import StageMetrics
 from pipelines.stages.homing import home_partition
 
 REQUESTS = "sluice.inventory.StockRequests"

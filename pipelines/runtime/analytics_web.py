@@ -23,10 +23,10 @@ from pipelines import lag
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordError
 from pipelines.httperrors import HttpProblem
+from pipelines.runtime.schemagate import SchemaGate
 from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
-from pipelines.stages.schemagate import SchemaGate
 
 log = logging.getLogger(__name__)
 

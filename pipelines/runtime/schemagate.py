@@ -12,7 +12,7 @@ thread, one at a time per process, and retries with backoff for as long as it ta
 saying so once per `log_every_s` rather than per record.
 
 While a stage waits on purpose, its records are neither processed nor acknowledged, and
-the commit guard (`pipelines.stages.commits`) would take the stalled partitions for
+the commit guard (`pipelines.runtime.commits`) would take the stalled partitions for
 holes and re-read them; the gate tells it to stand by (`commits.outside_wait`).
 """
 
@@ -23,8 +23,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from pipelines.runtime import commits
 from pipelines.serde import ConfluentSerde, RegistryUnavailable, Serde
-from pipelines.stages import commits
 
 log = logging.getLogger(__name__)
 

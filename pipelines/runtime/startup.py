@@ -31,9 +31,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pipelines import admin
 from pipelines.errors import SluiceError, explain
+from pipelines.runtime import statedir
+from pipelines.runtime.statedir import ClusterState, DirLock, Identity
 from pipelines.settings import Settings, get_settings
-from pipelines.stages import statedir
-from pipelines.stages.statedir import ClusterState, DirLock, Identity
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from pipelines.backpressure import Edge, LagSignal
+from pipelines.runtime import commits
+from pipelines.runtime.faustapp import StageMetrics
 from pipelines.settings import Settings
-from pipelines.stages import commits
-from pipelines.stages.faustapp import StageMetrics
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pipelines import httperrors, runtime
 from pipelines.catalog import APP_IDS
 from pipelines.errors import RecordRef
+from pipelines.runtime import commits, startup
+from pipelines.runtime.health import AgentCrashes, CrashRecordingSupervisor, health_body
+from pipelines.runtime.statedir import CLEAN_MARK, DirLock
 from pipelines.settings import Settings
-from pipelines.stages import commits, startup
-from pipelines.stages.health import AgentCrashes, CrashRecordingSupervisor, health_body
-from pipelines.stages.statedir import CLEAN_MARK, DirLock
 from pipelines.topology import WEB_PORTS
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def install_web(
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """200 and status ok while every agent runs; 503 naming the agent and its error
-        once one has crashed (see `pipelines.stages.health`)."""
+        once one has crashed (see `pipelines.runtime.health`)."""
         assigned = app.consumer.assignment() if app.consumer else set()
         base = {
             "app": app.conf.id,
