@@ -92,8 +92,14 @@ class RecordingProducer:
 
 
 def bound_stage(app: faust.App, agent: str) -> Any:
-    """The stage object an app's agent is a method of (the app holds its stage so)."""
-    return app.agents[agent].fun.__self__  # type: ignore[attr-defined]
+    """The stage object an app's agent is a method of, or a closure made by (one agent
+    per channel): the app holds its stage through its agents."""
+    fun = app.agents[agent].fun
+    owner = getattr(fun, "__self__", None)
+    if owner is None:
+        cells = dict(zip(fun.__code__.co_freevars, fun.__closure__ or (), strict=True))
+        owner = cells["self"].cell_contents
+    return owner
 
 
 def app_topics(app: faust.App) -> set[str]:
