@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Protocol, cast
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import faust
 
@@ -36,10 +36,9 @@ from pipelines.catalog import APP_IDS, value_schemas
 from pipelines.errors import RecordError
 from pipelines.runtime import faustapp
 from pipelines.runtime.analytics_web import WindowView, install_views
-from pipelines.runtime.deadletter import DeadLetters, redriven_for_another
-from pipelines.runtime.schemagate import SchemaGate
+from pipelines.runtime.deadletter import redriven_for_another
+from pipelines.runtime.kit import Output, build_kit
 from pipelines.runtime.startup import stage_settings
-from pipelines.serde import serde_for
 from pipelines.settings import Settings
 from pipelines.stages import windows
 from pipelines.stages.partialbook import PartialBook, partial_key
@@ -51,18 +50,6 @@ SCHEMAS = value_schemas(windows.SOURCES)
 BATCH = 500  # events folded before the partials they touched are written (and acked)
 BATCH_WITHIN_S = 0.2  # a batch that does not fill is folded after this long
 PUBLISH_EVERY_S = 1.0  # changed partials are published this often
-
-
-class Output(Protocol):
-    """How the stage writes a record: the app's producer (`DirectSender`), or a test's."""
-
-    def __call__(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Awaitable[Any]: ...
 
 
 Touched = dict[bytes, tuple[dict[str, Any], faust.EventT[bytes]]]  # partial key -> (entry, event)
@@ -78,29 +65,24 @@ class AnalyticsStage:
     """
 
     def __init__(self, settings: Settings, send: Output | None = None) -> None:
-        self.settings, self.config = settings, settings.analytics
-        self.app = app = faustapp.make_app("analytics", settings)
-        self.serde = serde_for(settings, client_retries=0)  # the gate retries, off the loop
-        self.metrics = faustapp.StageMetrics("analytics")
-        self.send: Output = send or faustapp.DirectSender(app).send
+        self.kit = kit = build_kit("analytics", settings, send)
+        self.settings, self.config, self.app = settings, settings.analytics, kit.app
+        self.serde, self.metrics, self.send = kit.serde, kit.metrics, kit.send
+        self.dead_letters = kit.dead_letters
         self.windows_topic = settings.topic("analytics.windows")
         self.partials_topic = settings.topic(f"{APP_IDS['analytics']}-partials")
-        self.dead_letters = DeadLetters(
-            "analytics", settings.topic("analytics.dlq"), self.send, self.metrics.dead_letters
-        )
-        self.schema_gate = SchemaGate(self.serde, [(WINDOW_SCHEMA, self.windows_topic)])
-        raw = faustapp.RAW
-        self.sources = app.topic(*(settings.topic(t) for t in windows.SOURCES), **raw)
-        self.partials_in = app.topic(self.partials_topic, partitions=settings.partitions, **raw)
-        self.partials = faustapp.table(app, "partials", faustapp.JSON_STATE)
-        self.merged = faustapp.table(app, "merged", faustapp.JSON_STATE)
+        self.schema_gate = kit.schema_gate([(WINDOW_SCHEMA, "analytics.windows")])
+        self.sources = kit.inputs(*windows.SOURCES)
+        self.partials_in = kit.topic(f"{APP_IDS['analytics']}-partials")
+        self.partials = kit.table("partials", faustapp.JSON_STATE)
+        self.merged = kit.table("merged", faustapp.JSON_STATE)
         self.view = WindowView(settings)
         self.book = PartialBook(self.config)
 
     def install(self) -> faust.App:
         """Add the web views, agents, timer and task to the app (once); returns the app."""
-        app, tables = self.app, {"partials": self.partials, "merged": self.merged}
-        faustapp.install_web(app, self.metrics, tables)
+        app = self.app
+        self.kit.install_web({"partials": self.partials, "merged": self.merged})
         install_views(app, self.settings, self.view, self.merged)
         # Named as they were when they were module functions: logs and /health name them.
         app.agent(self.sources, name=f"{__name__}.aggregate")(self.aggregate)

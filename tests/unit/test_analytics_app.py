@@ -11,18 +11,17 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import faust
 import pytest
 from faust.events import Event
-from faust.types import Message
 
 from pipelines.analytics import WINDOW_SCHEMA, AnalyticsStage, create_app
 from pipelines.settings import Settings
 from pipelines.stages.windows import WindowConfig
+from tests.support.stageapp import app_topics, built_apart, drive, event, until
 
 SMALL = WindowConfig(tumbling_s=5, hopping_s=20, hop_s=10, lateness_s=2, top_n=3)
 NOW = int(time.time() * 1000)
@@ -91,48 +90,8 @@ def _confirmed(n: int, at: int, cents: int) -> dict[str, Any]:
     }
 
 
-def _event(
-    app: faust.App, topic: str, partition: int, offset: int, value: bytes, at_ms: int
-) -> Event:
-    """A Faust event as the consumer would hand it over (timestamped 5 ms after `at_ms`)."""
-    message = Message(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp=(at_ms + 5) / 1000,
-        timestamp_type=0,
-        headers=[],
-        key=b"k",
-        value=value,
-        checksum=None,
-        generation_id=app.consumer_generation_id,  # an older generation would be dropped
-    )
-    return Event(app, message.key, value, [], message)
-
-
-async def _until(ctx: Any, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait until `condition` holds; fail at once if the agent under test crashed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if ctx._crash_reason is not None:
-            raise ctx._crash_reason
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _run(agent: Any, events: Iterable[Event], done: Callable[[], bool], what: str) -> None:
-    """Put `events` on `agent`'s test channel and wait until `done` holds."""
-    async with agent.test_context() as ctx:
-        channel = ctx.stream().channel
-        for event in events:
-            await channel.put(event)
-        await _until(ctx, done, what)
-
-
 def _fold(stage: AnalyticsStage, events: list[Event], done: Callable[[], bool]) -> None:
-    agent = stage.app.agents["pipelines.analytics.aggregate"]
-    asyncio.run(_run(agent, events, done, "partials folded"))
+    drive(stage.app.agents["pipelines.analytics.aggregate"], events, done, "partials folded")
 
 
 def _merge(stage: AnalyticsStage, partials: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -144,8 +103,8 @@ def _merge(stage: AnalyticsStage, partials: list[tuple[bytes | None, bytes | Non
             channel = ctx.stream().channel
             for offset, (_key, value) in enumerate(partials):
                 assert value is not None
-                await channel.put(_event(stage.app, PARTIALS, 0, offset, value, NOW))
-            await _until(ctx, lambda: ctx.processed_offset == len(partials), "partials merged")
+                await channel.put(event(stage.app, PARTIALS, 0, offset, value, NOW))
+            await until(ctx, lambda: ctx.processed_offset == len(partials), "partials merged")
 
     asyncio.run(run())
 
@@ -165,11 +124,11 @@ def _orders(stage: AnalyticsStage) -> list[Event]:
     three = encode("sluice.orders.OrderPlaced", _placed(3, T + 300, {"SKU-B": 1}))
     paid = encode("sluice.orders.OrderConfirmed", _confirmed(3, T + 400, 250))
     return [
-        _event(app, topic("orders.placed"), 0, 10, one, T + 100),
-        _event(app, topic("orders.placed"), 0, 11, two, T + 200),
-        _event(app, topic("orders.placed"), 1, 4, three, T + 300),
-        _event(app, topic("orders.placed"), 0, 11, two, T + 200),  # redelivered
-        _event(app, topic("orders.confirmed"), 2, 0, paid, T + 400),
+        event(app, topic("orders.placed"), 0, 10, one, T + 100),
+        event(app, topic("orders.placed"), 0, 11, two, T + 200),
+        event(app, topic("orders.placed"), 1, 4, three, T + 300),
+        event(app, topic("orders.placed"), 0, 11, two, T + 200),  # redelivered
+        event(app, topic("orders.confirmed"), 2, 0, paid, T + 400),
     ]
 
 
@@ -233,9 +192,9 @@ def test_bad_events_are_dead_lettered_with_their_reason(
     never = stage.serde.encode("sluice.orders.OrderPlaced", _placed(9, -(2**63), {"SKU-A": 1}))
     good = stage.serde.encode("sluice.orders.OrderPlaced", _placed(1, T + 100, {"SKU-A": 1}))
     events = [
-        _event(app, "t.orders.placed", 0, 1, b"\x00garbage", T),
-        _event(app, "t.orders.placed", 0, 2, never, T),
-        _event(app, "t.orders.placed", 0, 3, good, T + 100),
+        event(app, "t.orders.placed", 0, 1, b"\x00garbage", T),
+        event(app, "t.orders.placed", 0, 2, never, T),
+        event(app, "t.orders.placed", 0, 3, good, T + 100),
     ]
     _fold(
         stage, events, lambda: stage.partials.get(f"orders_placed|all|{T}#0".encode()) is not None
@@ -266,25 +225,16 @@ def test_a_partial_that_cannot_be_merged_is_dead_lettered_and_the_merge_goes_on(
     assert stage.serde.decode(window or b"", WINDOW_SCHEMA)["count"] == 4
 
 
-def _stage_of(app: faust.App) -> AnalyticsStage:
-    """The stage an app's agents are bound to (the app holds it through them)."""
-    stage = app.agents["pipelines.analytics.aggregate"].fun.__self__  # type: ignore[attr-defined]
-    assert isinstance(stage, AnalyticsStage)
-    return stage
-
-
 def test_two_apps_from_two_settings_share_nothing(tmp_path: Path) -> None:
-    apps = [create_app(_settings(tmp_path, prefix)) for prefix in ("a.", "b.")]
-    one, two = (_stage_of(app) for app in apps)
-    assert [app.conf.id for app in apps] == ["a.sluice-analytics", "b.sluice-analytics"]
-    for prefix, app in zip(("a.", "b."), apps, strict=True):
-        topics = {t for agent in app.agents.values() for t in agent.channel.topics}
-        topics |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-        assert len(topics) == 7  # four sources, the partials, two changelogs
-        assert all(topic.startswith(prefix) for topic in topics), topics
     parts = ("book", "partials", "merged", "metrics", "view", "dead_letters", "schema_gate")
-    for part in parts:
-        assert getattr(one, part) is not getattr(two, part), part
+    one, two = built_apart(
+        lambda prefix: create_app(_settings(tmp_path, prefix)),
+        "pipelines.analytics.aggregate",
+        parts,
+    )
+    assert isinstance(one, AnalyticsStage)
+    assert one.app.conf.id == "a.sluice-analytics"
+    assert len(app_topics(one.app)) == 7  # four sources, the partials, two changelogs
 
     _fold(one, _orders(one), _folded(one))
     assert one.book.take_dirty()
